@@ -1,0 +1,3 @@
+"""The ``featurestream`` command line (the composition root)."""
+
+__all__: list[str] = []

@@ -1,0 +1,5 @@
+"""``python -m featurestream.cli``: the same as the ``featurestream`` command."""
+
+from .main import main
+
+main()

@@ -1,0 +1,180 @@
+"""``featurestream demo``: the walking skeleton, end to end, checked against the events."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import click
+
+from featurestream.errors import StackError
+from featurestream.settings import Settings
+from featurestream.stack import Supervisor, up
+from producers import Click, ClickTraffic, EventProducer
+from streams.definitions import compile_registry
+from streams.online import ProgressKey, TileStore, connect
+from streams.repo import apply_repo, open_store
+
+from .live import produce_live
+
+__all__ = ["run_demo"]
+
+VIEW = "user_click_stats"
+USER_BLOCK = 100_000  # each demo run uses its own block of user ids
+CATCH_UP_S = 120.0
+
+
+def _step(text: str) -> None:
+    click.secho(f"==> {text}", fg="cyan", err=True)
+
+
+def _next_first_user(settings: Settings) -> int:
+    counter = settings.state_dir / "demo_runs"
+    runs = int(counter.read_text()) if counter.exists() else 0
+    counter.parent.mkdir(parents=True, exist_ok=True)
+    counter.write_text(str(runs + 1))
+    return runs * USER_BLOCK + 1
+
+
+def _wait_caught_up(
+    store: TileStore, project: str, ends: dict[ProgressKey, int], sup: Supervisor
+) -> bool:
+    deadline = time.monotonic() + CATCH_UP_S
+    while time.monotonic() < deadline:
+        if sup.find("engine") is None:
+            log = sup.log_file("engine")
+            raise StackError(f"the engine stopped; see {log}:\n{_tail(log)}")
+        progress = store.progress(project)
+        behind = sum(max(0, end - progress.get(k, 0)) for k, end in ends.items())
+        if sys.stderr.isatty():
+            sys.stderr.write(f"\r  engine lag: {behind:>8} events  ")
+            sys.stderr.flush()
+        if behind == 0:
+            if sys.stderr.isatty():
+                sys.stderr.write("\n")
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def run_demo(settings: Settings, *, duration_s: float, rate: float, users: int) -> bool:
+    """Run the demo; return True when every feature read back equals the events' count."""
+    _step("starting the local stack")
+    for svc in up(settings):
+        click.echo(f"    {svc.name:<8} {svc.endpoint:<32} {svc.state}", err=True)
+
+    _step(f"applying the feature repository {settings.repo_path}")
+    apply_repo(settings.repo_path, settings.online_redis_url)
+    store = open_store(settings.repo_path, settings.online_redis_url)
+    view = next(v for v in compile_registry(store) if v.name == VIEW)
+
+    _step("starting the engine (featurestream run) in the background")
+    sup = Supervisor(settings.state_dir)
+    engine = sup.start(
+        "engine",
+        [sys.executable, "-m", "featurestream.cli", "run"],
+        endpoint="",
+        ready=lambda: True,
+        deadline_s=5,
+    )
+    click.echo(f"    engine pid {engine.pid}, log {engine.log}", err=True)
+
+    first_user = _next_first_user(settings)
+    total = int(rate * duration_s)
+    _step(
+        f"producing {total} clicks for {duration_s:.0f} s from users "
+        f"{first_user}..{first_user + users - 1}"
+    )
+    produced: dict[int, list[dict[str, Any]]] = defaultdict(list)
+
+    def remember(event: Click) -> None:
+        produced[event.user_id].append(event.to_record())
+
+    traffic = ClickTraffic(users=users, seed=first_user, first_user=first_user)
+    with EventProducer(settings.bootstrap_servers) as producer:
+        produce_live(producer, traffic, rate, total, sys.stderr.isatty(), remember)
+    if producer.stats.failed:
+        raise StackError(
+            f"{producer.stats.failed} events were not delivered: {producer.stats.errors}"
+        )
+
+    _step("waiting for the engine to catch up")
+    tiles = TileStore(connect(settings.online_redis_url), settings.online_redis_url)
+    # Wait for exactly what was delivered (offsets from the delivery reports), which
+    # does not depend on the broker's high-watermark bookkeeping.
+    ends = {ProgressKey(t, p): o + 1 for (t, p), o in producer.stats.last_offsets.items()}
+    if not _wait_caught_up(tiles, view.project, ends, sup):
+        raise StackError(f"the engine did not catch up within {CATCH_UP_S:.0f} s; see {engine.log}")
+
+    _step("reading features through feast.FeatureStore.get_online_features")
+    user_ids = sorted(produced)
+    features = [f"{VIEW}:{a.name}" for a in view.aggregations]
+    read_ms = time.time_ns() // 1_000_000
+    online = store.get_online_features(
+        features=features, entity_rows=[{"user_id": u} for u in user_ids]
+    ).to_dict()
+    read_after_ms = time.time_ns() // 1_000_000
+    ok = _report(view, user_ids, online, produced, read_ms, read_after_ms)
+    click.echo("", err=True)
+    click.echo(
+        "The stack is still running: `featurestream status` shows it, "
+        "`featurestream down` stops it.",
+        err=True,
+    )
+    return ok
+
+
+def _expected(view: Any, events: list[dict[str, Any]], read_ms: int) -> dict[str, int]:
+    out = {}
+    for agg in view.aggregations:
+        start = (read_ms // agg.tile_ms) * agg.tile_ms - agg.window_ms
+        rows = [e for e in events if start <= e["event_time"] <= read_ms]
+        out[agg.name] = (
+            len({e[agg.column] for e in rows}) if agg.function == "count_distinct" else len(rows)
+        )
+    return out
+
+
+def _report(
+    view: Any,
+    user_ids: list[int],
+    online: dict[str, list[Any]],
+    produced: dict[int, list[dict[str, Any]]],
+    read_ms: int,
+    read_after_ms: int,
+) -> bool:
+    names = [a.name for a in view.aggregations]
+    mismatches = 0
+    rows = []
+    for i, user in enumerate(user_ids):
+        got = {n: online[n][i] for n in names}
+        # The read happened between read_ms and read_after_ms; both bounds must agree
+        # for a window edge not to fall inside the read (it cannot within the demo).
+        expected = _expected(view, produced[user], read_ms)
+        if expected != _expected(view, produced[user], read_after_ms):
+            expected = _expected(view, produced[user], read_after_ms)
+        match = got == expected
+        mismatches += not match
+        rows.append((user, got, expected, match))
+    by_activity = sorted(rows, key=lambda r: -len(produced[r[0]]))
+    shown = by_activity[:8] + by_activity[-3:]
+    header = f"{'user_id':>10} " + " ".join(f"{n + ' (feast/events)':>34}" for n in names)
+    click.echo(header)
+    for user, got, expected, match in shown:
+        cells = " ".join(f"{f'{got[n]} / {expected[n]}':>34}" for n in names)
+        click.echo(f"{user:>10} {cells}  {'ok' if match else 'MISMATCH'}")
+    click.echo(
+        f"\n{len(rows)} users checked, {sum(len(v) for v in produced.values())} events, "
+        f"{mismatches} mismatches"
+    )
+    return mismatches == 0

@@ -1,0 +1,16 @@
+"""Event contracts (checked-in Avro schemas) and the one codec for them."""
+
+from .codec import SINGLE_OBJECT_MAGIC, AvroCodec, SchemaLookup, encode_single_object
+from .contracts import Contract, contract_for_topic, crc64_avro, load_contracts, parse_contract
+
+__all__ = [
+    "SINGLE_OBJECT_MAGIC",
+    "AvroCodec",
+    "Contract",
+    "SchemaLookup",
+    "contract_for_topic",
+    "crc64_avro",
+    "encode_single_object",
+    "load_contracts",
+    "parse_contract",
+]

@@ -1,0 +1,153 @@
+"""Event contracts: the checked-in Avro schemas are the only definition of events.
+
+Each ``schemas/*.avsc`` file is one event type. Two custom attributes bind it to
+Kafka: ``featurestream.topic`` (the topic it is published on) and
+``featurestream.key`` (the field whose decimal value is the Kafka key).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import fastavro
+from fastavro.schema import to_parsing_canonical_form
+
+from featurestream.errors import ConfigError
+
+__all__ = [
+    "Contract",
+    "contract_for_topic",
+    "crc64_avro",
+    "load_contracts",
+    "parse_contract",
+    "strip_logical_types",
+]
+
+_EMPTY64 = 0xC15D213AA4D7A795
+_MASK64 = 0xFFFFFFFFFFFFFFFF
+
+
+def _fp_table() -> tuple[int, ...]:
+    table = []
+    for i in range(256):
+        fp = i
+        for _ in range(8):
+            fp = (fp >> 1) ^ (_EMPTY64 & (-(fp & 1) & _MASK64))
+        table.append(fp)
+    return tuple(table)
+
+
+_FP_TABLE = _fp_table()
+
+
+def crc64_avro(data: bytes) -> int:
+    """The CRC-64-AVRO (Rabin) fingerprint of ``data``, as the Avro spec defines it."""
+    fp = _EMPTY64
+    for byte in data:
+        fp = (fp >> 8) ^ _FP_TABLE[(fp ^ byte) & 0xFF]
+    return fp
+
+
+def strip_logical_types(schema: Any) -> Any:
+    """Return ``schema`` without ``logicalType`` annotations.
+
+    The binary encoding is unchanged (a timestamp-millis is a long on the wire), so
+    the hot path reads ``event_time`` as an int in milliseconds instead of building
+    a datetime per event. The parsing canonical form, and so the fingerprint, is the
+    same with or without logical types.
+    """
+    if isinstance(schema, dict):
+        return {k: strip_logical_types(v) for k, v in schema.items() if k != "logicalType"}
+    if isinstance(schema, list):
+        return [strip_logical_types(v) for v in schema]
+    return schema
+
+
+@dataclass(frozen=True)
+class Contract:
+    """One event type: its schema and where it travels.
+
+    Attributes:
+        name: Full Avro name, e.g. ``featurestream.events.Click``.
+        topic: Kafka topic the events are published on.
+        key_field: Field whose decimal string is the Kafka message key.
+        schema_json: The schema as checked in (with docs and logical types).
+        parsed: fastavro-parsed schema without logical types (the wire view).
+        fingerprint: CRC-64-AVRO of the parsing canonical form, 8 bytes little-endian.
+        field_names: The record's field names, in schema order.
+    """
+
+    name: str
+    topic: str
+    key_field: str
+    schema_json: dict[str, Any] = field(repr=False)
+    parsed: Any = field(repr=False)
+    fingerprint: bytes
+    field_names: tuple[str, ...]
+
+
+def parse_contract(schema_json: dict[str, Any]) -> Contract:
+    """Build a :class:`Contract` from a schema document.
+
+    Raises:
+        ConfigError: when the schema is not a valid Avro record with the
+            ``featurestream.topic`` and ``featurestream.key`` attributes.
+    """
+    name = f"{schema_json.get('namespace', '')}.{schema_json.get('name', '')}".strip(".")
+    try:
+        topic = schema_json["featurestream.topic"]
+        key_field = schema_json["featurestream.key"]
+        parsed = fastavro.parse_schema(strip_logical_types(schema_json), _write_hint=False)
+    except KeyError as exc:
+        raise ConfigError(
+            f"schema {name!r} lacks attribute {exc.args[0]!r}; every event schema names its "
+            "topic ('featurestream.topic') and key field ('featurestream.key')"
+        ) from exc
+    except fastavro.schema.SchemaParseException as exc:
+        raise ConfigError(f"schema {name!r} is not valid Avro: {exc}") from exc
+    field_names = tuple(f["name"] for f in schema_json["fields"])
+    if key_field not in field_names:
+        raise ConfigError(
+            f"schema {name!r}: key field {key_field!r} is not a field; fields: {field_names}"
+        )
+    canonical = to_parsing_canonical_form(parsed).encode()
+    return Contract(
+        name=name,
+        topic=topic,
+        key_field=key_field,
+        schema_json=schema_json,
+        parsed=parsed,
+        fingerprint=crc64_avro(canonical).to_bytes(8, "little"),
+        field_names=field_names,
+    )
+
+
+@functools.cache
+def load_contracts() -> tuple[Contract, ...]:
+    """The checked-in contracts, read once from the package's ``schemas/`` folder."""
+    folder = resources.files("featurestream.events") / "schemas"
+    docs = [
+        json.loads(entry.read_text(encoding="utf-8"))
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name)
+        if entry.name.endswith(".avsc")
+    ]
+    return tuple(parse_contract(doc) for doc in docs)
+
+
+def contract_for_topic(topic: str, contracts: tuple[Contract, ...] | None = None) -> Contract:
+    """The contract of the events published on ``topic``.
+
+    Raises:
+        ConfigError: when no contract names that topic.
+    """
+    known = contracts if contracts is not None else load_contracts()
+    for contract in known:
+        if contract.topic == topic:
+            return contract
+    raise ConfigError(
+        f"unknown topic {topic!r}; topics with an event schema: {sorted(c.topic for c in known)}"
+    )

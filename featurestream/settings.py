@@ -1,0 +1,68 @@
+"""Typed settings: one frozen object per process, loaded at the edge only.
+
+Every field is read from an environment variable with the ``FEATURESTREAM_``
+prefix (``FEATURESTREAM_KAFKA_BOOTSTRAP``, ``FEATURESTREAM_REDIS_URL``, ...).
+Library code takes a :class:`Settings` (or the values it needs) as arguments and
+never reads the environment itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["DEFAULT_BROKER_PORT", "DEFAULT_REDIS_PORT", "Settings"]
+
+DEFAULT_BROKER_PORT = 19092
+DEFAULT_REDIS_PORT = 16379
+
+
+class Settings(BaseSettings):
+    """Configuration of a featurestream process.
+
+    When ``kafka_bootstrap`` or ``redis_url`` is set, featurestream uses that
+    existing service and the local stack starts nothing for it.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="FEATURESTREAM_", frozen=True, extra="ignore")
+
+    kafka_bootstrap: str | None = Field(
+        default=None, description="Existing Kafka bootstrap servers; unset = embedded broker."
+    )
+    redis_url: str | None = Field(
+        default=None, description="Existing Redis, e.g. redis://host:6379/0; unset = embedded."
+    )
+    redis_password: SecretStr | None = Field(default=None, description="Redis password.")
+    state_dir: Path = Field(
+        default=Path(".featurestream"), description="Pid files, logs and engine state."
+    )
+    repo_path: Path = Field(default=Path("feature_repo"), description="The Feast repository.")
+    broker_port: int = Field(default=DEFAULT_BROKER_PORT, ge=1, le=65535)
+    redis_port: int = Field(default=DEFAULT_REDIS_PORT, ge=1, le=65535)
+    topic_partitions: int = Field(default=3, ge=1)
+    dlq_topic: str = "featurestream.dlq"
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    serve_host: str = "127.0.0.1"
+    serve_port: int = Field(default=6566, ge=1, le=65535)
+
+    @property
+    def external_kafka(self) -> bool:
+        """True when the user points featurestream at an existing broker."""
+        return self.kafka_bootstrap is not None
+
+    @property
+    def external_redis(self) -> bool:
+        """True when the user points featurestream at an existing Redis."""
+        return self.redis_url is not None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """The broker to use: the configured one, or the embedded one."""
+        return self.kafka_bootstrap or f"127.0.0.1:{self.broker_port}"
+
+    @property
+    def online_redis_url(self) -> str:
+        """The Redis to use: the configured one, or the embedded one."""
+        return self.redis_url or f"redis://127.0.0.1:{self.redis_port}/0"

@@ -1,0 +1,29 @@
+"""The local stack: supervised broker and Redis processes (and app processes)."""
+
+from .local import (
+    APP_PROCESSES,
+    ServiceStatus,
+    check_broker,
+    check_redis,
+    create_topics,
+    down,
+    stack_topics,
+    status,
+    up,
+)
+from .supervisor import Running, Supervisor, port_open
+
+__all__ = [
+    "APP_PROCESSES",
+    "Running",
+    "ServiceStatus",
+    "Supervisor",
+    "check_broker",
+    "check_redis",
+    "create_topics",
+    "down",
+    "port_open",
+    "stack_topics",
+    "status",
+    "up",
+]

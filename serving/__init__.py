@@ -1,0 +1,3 @@
+"""Serving: fresh features over HTTP for inference services."""
+
+__all__: list[str] = []

@@ -1,0 +1,197 @@
+"""Aggregators: tiny pure objects with a fixed life cycle.
+
+``initialize() -> partial``, ``add(partial, value) -> partial``,
+``merge(a, b) -> partial`` and ``result(partial) -> value``. A tile holds one
+partial; a window value is ``result`` of ``merge`` over its tiles. The same
+objects run in the stream, in backfill and at read time.
+
+Partials are immutable values (int, float, tuple, frozenset) so a merge never
+aliases a tile, and ``encode``/``decode`` turn them into the bytes stored
+online. Empty windows: ``count`` and ``count_distinct`` are 0, ``sum`` is 0.0,
+``mean``/``min``/``max``/``last`` are missing (None).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["AGGREGATORS", "Aggregator", "aggregator_for"]
+
+Partial = Any
+
+
+@dataclass(frozen=True)
+class Aggregator:
+    """One aggregation function as data: its life cycle and its online encoding."""
+
+    function: str
+    initialize: Callable[[], Partial]
+    add: Callable[[Partial, Any], Partial]
+    merge: Callable[[Partial, Partial], Partial]
+    result: Callable[[Partial], Any]
+    encode: Callable[[Partial], bytes]
+    decode: Callable[[bytes], Partial]
+    value_type: str  # "int64" or "float64": the Feast dtype of the result
+
+    def fold(self, values: Iterable[Any]) -> Partial:
+        """``add`` every value to a fresh partial (the reference path for tests)."""
+        partial = self.initialize()
+        for value in values:
+            partial = self.add(partial, value)
+        return partial
+
+    def merge_all(self, partials: Iterable[Partial]) -> Partial:
+        """``merge`` any number of partials, starting from ``initialize()``."""
+        acc = self.initialize()
+        for partial in partials:
+            acc = self.merge(acc, partial)
+        return acc
+
+
+def _float(value: Any) -> float:
+    out = float(value)
+    if math.isnan(out):
+        raise ValueError("NaN cannot be aggregated")
+    return out
+
+
+def _enc_opt_float(p: float | None) -> bytes:
+    return b"" if p is None else repr(p).encode()
+
+
+def _dec_opt_float(b: bytes) -> float | None:
+    return None if not b else float(b)
+
+
+def _opt(
+    fn: Callable[[float, float], float],
+) -> Callable[[float | None, float | None], float | None]:
+    def merged(a: float | None, b: float | None) -> float | None:
+        if a is None:
+            return b
+        if b is None:
+            return a
+        return fn(a, b)
+
+    return merged
+
+
+_min = _opt(min)
+_max = _opt(max)
+
+
+def _last_add(p: tuple[int, float] | None, v: tuple[int, Any]) -> tuple[int, float] | None:
+    # value is (event_time_ms, value): the newest event wins, ties to the larger value
+    # so that the result does not depend on arrival order.
+    cand = (int(v[0]), _float(v[1]))
+    return cand if p is None or cand > p else p
+
+
+def _last_merge(
+    a: tuple[int, float] | None, b: tuple[int, float] | None
+) -> tuple[int, float] | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return max(a, b)
+
+
+COUNT = Aggregator(
+    function="count",
+    initialize=lambda: 0,
+    add=lambda p, _v: p + 1,
+    merge=lambda a, b: a + b,
+    result=lambda p: p,
+    encode=lambda p: str(p).encode(),
+    decode=int,
+    value_type="int64",
+)
+
+SUM = Aggregator(
+    function="sum",
+    initialize=lambda: 0.0,
+    add=lambda p, v: p + _float(v),
+    merge=lambda a, b: a + b,
+    result=lambda p: p,
+    encode=lambda p: repr(p).encode(),
+    decode=float,
+    value_type="float64",
+)
+
+MEAN = Aggregator(
+    function="mean",
+    initialize=lambda: (0.0, 0),
+    add=lambda p, v: (p[0] + _float(v), p[1] + 1),
+    merge=lambda a, b: (a[0] + b[0], a[1] + b[1]),
+    result=lambda p: p[0] / p[1] if p[1] else None,
+    encode=lambda p: f"{p[0]!r},{p[1]}".encode(),
+    decode=lambda b: (float(b.split(b",")[0]), int(b.split(b",")[1])),
+    value_type="float64",
+)
+
+MIN = Aggregator(
+    function="min",
+    initialize=lambda: None,
+    add=lambda p, v: _min(p, _float(v)),
+    merge=_min,
+    result=lambda p: p,
+    encode=_enc_opt_float,
+    decode=_dec_opt_float,
+    value_type="float64",
+)
+
+MAX = Aggregator(
+    function="max",
+    initialize=lambda: None,
+    add=lambda p, v: _max(p, _float(v)),
+    merge=_max,
+    result=lambda p: p,
+    encode=_enc_opt_float,
+    decode=_dec_opt_float,
+    value_type="float64",
+)
+
+COUNT_DISTINCT = Aggregator(
+    function="count_distinct",
+    initialize=frozenset,
+    add=lambda p, v: p if v in p else p | {v},
+    merge=lambda a, b: a | b,
+    result=len,
+    encode=lambda p: json.dumps(sorted(p, key=repr), separators=(",", ":")).encode(),
+    decode=lambda b: frozenset(json.loads(b)),
+    value_type="int64",
+)
+
+LAST = Aggregator(
+    function="last",
+    initialize=lambda: None,
+    add=_last_add,
+    merge=_last_merge,
+    result=lambda p: None if p is None else p[1],
+    encode=lambda p: b"" if p is None else f"{p[0]},{p[1]!r}".encode(),
+    decode=lambda b: None if not b else (int(b.split(b",")[0]), float(b.split(b",")[1])),
+    value_type="float64",
+)
+
+AGGREGATORS: dict[str, Aggregator] = {
+    a.function: a for a in (COUNT, SUM, MEAN, MIN, MAX, COUNT_DISTINCT, LAST)
+}
+
+
+def aggregator_for(function: str) -> Aggregator:
+    """The aggregator of a Feast ``Aggregation.function`` name.
+
+    Raises:
+        KeyError: with the known names, when the function is not supported.
+    """
+    try:
+        return AGGREGATORS[function]
+    except KeyError:
+        raise KeyError(
+            f"unknown aggregation function {function!r}; known: {sorted(AGGREGATORS)}"
+        ) from None

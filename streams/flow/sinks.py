@@ -1,0 +1,130 @@
+"""Bytewax sinks: tiles to Redis, dead letters to Kafka."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from featurestream.errors import BrokerUnavailable, OnlineStoreUnavailable
+
+from ..online.tile_store import ProgressKey, TileStore
+from .dataflow import DeadLetter, SinkItem
+
+__all__ = ["DeadLetterSink", "OnlineTileSink"]
+
+log = logging.getLogger(__name__)
+
+
+class _TilePartition(StatelessSinkPartition[SinkItem]):
+    def __init__(self, store: TileStore, project: str, retry_for_s: float) -> None:
+        self._store = store
+        self._project = project
+        self._retry_for_s = retry_for_s
+
+    def write_batch(self, items: list[SinkItem]) -> None:
+        updates = [i.update for i in items if i.update is not None]
+        progress: dict[ProgressKey, int] = {}
+        for item in items:
+            key = ProgressKey(item.topic, item.partition)
+            if item.offset + 1 > progress.get(key, -1):
+                progress[key] = item.offset + 1
+        deadline = time.monotonic() + self._retry_for_s
+        backoff_s = 0.05
+        while True:
+            try:
+                self._store.write(updates, progress, project=self._project)
+                return
+            except OnlineStoreUnavailable as exc:
+                if time.monotonic() + backoff_s > deadline:
+                    raise
+                log.warning("online write failed, retrying in %.2fs: %s", backoff_s, exc)
+                time.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, 2.0)
+
+
+class OnlineTileSink(DynamicSink[SinkItem]):
+    """Writes tile updates and source progress to Redis, retrying with bounded backoff.
+
+    Args:
+        store_factory: Builds a :class:`TileStore` per worker (called at run time, not
+            at construction).
+        project: Feast project (the progress key's namespace).
+        retry_for_s: How long a failing write is retried before the flow stops (the
+            snapshot is then not advanced past what Redis holds).
+    """
+
+    def __init__(
+        self, store_factory: Callable[[], TileStore], project: str, retry_for_s: float = 60.0
+    ) -> None:
+        self._factory = store_factory
+        self._project = project
+        self._retry_for_s = retry_for_s
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _TilePartition:
+        return _TilePartition(self._factory(), self._project, self._retry_for_s)
+
+
+class _DeadLetterPartition(StatelessSinkPartition[DeadLetter]):
+    def __init__(self, producer: Producer, topic: str) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._sent = 0
+        self._failed: list[str] = []
+
+    def _on_delivery(self, err: KafkaError | None, _msg: object) -> None:
+        if err is not None:
+            self._failed.append(str(err))
+
+    def write_batch(self, items: list[DeadLetter]) -> None:
+        for item in items:
+            headers: list[tuple[str, str | bytes | None]] = [
+                ("error.kind", item.kind.encode()),
+                ("error.reason", item.reason.encode()),
+                ("source.topic", item.topic.encode()),
+                ("source.partition", str(item.partition).encode()),
+                ("source.offset", str(item.offset).encode()),
+            ]
+            try:
+                self._producer.produce(
+                    self._topic, value=item.value, headers=headers, on_delivery=self._on_delivery
+                )
+            except (BufferError, KafkaException) as exc:
+                raise BrokerUnavailable(
+                    f"dead-letter produce to {self._topic} failed: {exc}"
+                ) from exc
+            self._sent += 1
+            if self._sent == 1 or self._sent % 1000 == 0:
+                log.warning(
+                    "dead-lettered kind=%s topic=%s partition=%s offset=%s reason=%s total=%d",
+                    item.kind,
+                    item.topic,
+                    item.partition,
+                    item.offset,
+                    item.reason,
+                    self._sent,
+                )
+        remaining = self._producer.flush(30)
+        if remaining or self._failed:
+            raise BrokerUnavailable(
+                f"dead letters not delivered to {self._topic}: {remaining} pending, "
+                f"failures {self._failed[:3]}"
+            )
+
+    def close(self) -> None:
+        self._producer.flush(30)
+
+
+class DeadLetterSink(DynamicSink[DeadLetter]):
+    """Produces undecodable messages to the dead-letter topic with reason headers."""
+
+    def __init__(self, producer_config: dict[str, Any], topic: str) -> None:
+        self._config = dict(producer_config)
+        self._topic = topic
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _DeadLetterPartition:
+        return _DeadLetterPartition(Producer(self._config), self._topic)

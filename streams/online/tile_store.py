@@ -1,0 +1,188 @@
+"""The online tile store on Redis: the one place that writes and reads tiles.
+
+Writes are coalesced per batch (last value of a field wins) and sent in one
+``MULTI/EXEC`` pipeline together with the source progress, so progress never
+claims events whose tiles Redis does not hold. Reads fetch every requested
+entity's hash in one pipelined round trip and merge tiles in the pure core.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from featurestream.errors import ConfigError, OnlineStoreUnavailable
+
+from ..core import TileUpdate, ViewSpec, read_view, tile_key
+
+__all__ = ["Clock", "ProgressKey", "TileStore", "connect", "progress_key", "wall_clock_ms"]
+
+_REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+
+
+def progress_key(project: str) -> str:
+    """Hash of ``{topic}:{partition}`` -> next offset to process (all events before are online)."""
+    return f"fst:{project}:_progress"
+
+
+@dataclass(frozen=True)
+class ProgressKey:
+    """One source partition."""
+
+    topic: str
+    partition: int
+
+
+def connect(url: str, *, timeout_s: float = 5.0) -> redis.Redis:
+    """A Redis client for ``url`` (``redis://``, ``rediss://`` or Feast's ``host:port,db=N``).
+
+    Raises:
+        ConfigError: when the URL cannot be parsed.
+    """
+    try:
+        if "://" not in url:
+            host_port, *params = url.split(",")
+            host, _, port = host_port.partition(":")
+            kwargs: dict[str, Any] = dict(p.split("=", 1) for p in params if "=" in p)
+            return redis.Redis(
+                host=host or "localhost",
+                port=int(port or 6379),
+                db=int(kwargs.get("db", 0)),
+                password=kwargs.get("password"),
+                socket_timeout=timeout_s,
+                socket_connect_timeout=timeout_s,
+            )
+        return redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    except ValueError as exc:
+        raise ConfigError(
+            f"invalid Redis URL {url!r}: {exc}; expected redis://host:port/db"
+        ) from exc
+
+
+class TileStore:
+    """Reads and writes tiles of stream feature views in Redis.
+
+    Args:
+        client: A redis-py client (built by :func:`connect`).
+        describe: Where the client points, for error messages.
+    """
+
+    def __init__(self, client: redis.Redis, describe: str = "redis") -> None:
+        self._client = client
+        self._describe = describe
+
+    def ping(self) -> None:
+        """Check that Redis answers.
+
+        Raises:
+            OnlineStoreUnavailable: when it does not.
+        """
+        try:
+            self._client.ping()
+        except (*_REDIS_ERRORS, redis.ResponseError, OSError) as exc:
+            raise OnlineStoreUnavailable(
+                f"Redis at {self._describe} does not answer: {exc}; start it (featurestream up) "
+                "or set FEATURESTREAM_REDIS_URL"
+            ) from exc
+
+    def write(
+        self,
+        updates: Iterable[TileUpdate],
+        progress: Mapping[ProgressKey, int] | None = None,
+        *,
+        project: str = "",
+    ) -> int:
+        """Apply tile updates and the progress they cover, atomically.
+
+        Returns:
+            The number of tile fields set.
+
+        Raises:
+            OnlineStoreUnavailable: when Redis does not answer (nothing is acknowledged).
+        """
+        sets: dict[str, dict[str, bytes]] = {}
+        deletes: dict[str, set[str]] = {}
+        ttl_ms: dict[str, int] = {}
+        for update in updates:
+            fields = sets.setdefault(update.key, {})
+            gone = deletes.setdefault(update.key, set())
+            for name in update.deletes:
+                fields.pop(name, None)
+                gone.add(name)
+            for name, value in update.sets.items():
+                fields[name] = value
+                gone.discard(name)
+            ttl_ms[update.key] = update.ttl_ms
+        try:
+            pipe = self._client.pipeline(transaction=True)
+            for key, fields in sets.items():
+                if deletes[key]:
+                    pipe.hdel(key, *deletes[key])
+                if fields:
+                    pipe.hset(key, mapping=fields)
+                pipe.pexpire(key, ttl_ms[key])
+            if progress:
+                mapping = {f"{k.topic}:{k.partition}": v for k, v in progress.items()}
+                pipe.hset(progress_key(project), mapping=mapping)
+            pipe.execute()
+        except _REDIS_ERRORS as exc:
+            raise OnlineStoreUnavailable(f"Redis at {self._describe}: write failed: {exc}") from exc
+        return sum(len(f) for f in sets.values())
+
+    def progress(self, project: str) -> dict[ProgressKey, int]:
+        """The next offset to process per source partition, as last written."""
+        try:
+            raw: dict[bytes, bytes] = self._client.hgetall(progress_key(project))  # type: ignore[assignment]
+        except _REDIS_ERRORS as exc:
+            raise OnlineStoreUnavailable(f"Redis at {self._describe}: {exc}") from exc
+        out = {}
+        for field, value in raw.items():
+            topic, _, partition = field.decode().rpartition(":")
+            out[ProgressKey(topic, int(partition))] = int(value)
+        return out
+
+    def read(
+        self,
+        requests: Sequence[tuple[ViewSpec, Sequence[str]]],
+        read_time_ms: int,
+    ) -> list[list[tuple[dict[str, Any], int | None]]]:
+        """Read views for entities in one pipelined round trip.
+
+        Args:
+            requests: ``(view, entity ids)`` pairs.
+            read_time_ms: The read time ``t`` of the window formula.
+
+        Returns:
+            Per request, per entity: ``(feature values, newest event time or None)``.
+        """
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for view, entities in requests:
+                for entity in entities:
+                    pipe.hgetall(tile_key(view.project, view.name, entity))
+            raw: list[dict[bytes, bytes]] = pipe.execute()
+        except _REDIS_ERRORS as exc:
+            raise OnlineStoreUnavailable(f"Redis at {self._describe}: read failed: {exc}") from exc
+        out: list[list[tuple[dict[str, Any], int | None]]] = []
+        pos = 0
+        for view, entities in requests:
+            rows = []
+            for _ in entities:
+                fields = raw[pos]
+                pos += 1
+                last = fields.get(b"_last_ms")
+                rows.append((read_view(view, fields, read_time_ms), int(last) if last else None))
+            out.append(rows)
+        return out
+
+
+Clock = Callable[[], int]
+
+
+def wall_clock_ms() -> int:
+    """The read clock of online reads: now, in epoch milliseconds."""
+    return time.time_ns() // 1_000_000

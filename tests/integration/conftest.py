@@ -1,0 +1,37 @@
+"""The integration tier runs against the embedded local stack (real broker + Redis),
+started by `featurestream.stack.up` on free ports in a temporary state directory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from featurestream.settings import Settings
+from featurestream.stack import down, up
+from tests.support import free_port
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """A running local stack; stopped (by pid) at the end of the session."""
+    settings = Settings(
+        state_dir=tmp_path_factory.mktemp("state"),
+        broker_port=free_port(),
+        redis_port=free_port(),
+    )
+    up(settings)
+    yield settings
+    down(settings)
+
+
+@pytest.fixture()
+def repo(tmp_path: Path, local_stack: Settings) -> Path:
+    """A private copy of feature_repo/, applied (registry under the copy)."""
+    from streams.repo import apply_repo
+    from tests.support import copy_feature_repo
+
+    path = copy_feature_repo(tmp_path)
+    apply_repo(path, local_stack.online_redis_url)
+    return path

@@ -1,0 +1,74 @@
+"""Helpers shared by the integration and e2e tiers (no fixtures, no magic)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FEATURE_REPO = REPO_ROOT / "feature_repo"
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def copy_feature_repo(dest: Path) -> Path:
+    """A private copy of feature_repo/ (its registry is written by apply)."""
+    target = dest / "feature_repo"
+    shutil.copytree(FEATURE_REPO, target, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    return target
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll ``predicate`` until it holds; fail with ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def consume_all(
+    bootstrap: str, topic: str, idle_s: float = 2.0, timeout_s: float = 30.0
+) -> list[Any]:
+    """Every message of ``topic`` from the beginning, until none arrives for ``idle_s``.
+
+    Reads until idle rather than to the high watermark: the embedded broker (Tansu
+    0.6.0) under-reports the watermark of partitions whose last batch holds several
+    records.
+    """
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"test-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+            "log_level": 0,
+        }
+    )
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
+        out: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        last_seen = time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - last_seen < idle_s:
+            msg = consumer.poll(0.2)
+            if msg is None or msg.error():
+                continue
+            out.append(msg)
+            last_seen = time.monotonic()
+        return out
+    finally:
+        consumer.close()
