@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -54,6 +55,8 @@ def cli(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    # Feast flags every StreamFeatureView as alpha; featurestream is what runs them.
+    warnings.filterwarnings("ignore", message="Stream feature views are experimental")
     for noisy in ("feast", "bytewax", "urllib3", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
