@@ -19,17 +19,25 @@ def _avro(topic: str) -> AvroFormat:
     return AvroFormat(schema_json=json.dumps(contract_for_topic(topic).schema_json))
 
 
-clicks_source = KafkaSource(
-    name="clicks",
-    topic="clicks",
-    timestamp_field="event_time",
-    message_format=_avro("clicks"),
-    watermark_delay_threshold=ALLOWED_LATENESS,
-    batch_source=FileSource(
-        name="clicks_log",
-        path="data/offline/clicks",
-        file_format=ParquetFormat(),
+def _kafka_source(topic: str, description: str) -> KafkaSource:
+    return KafkaSource(
+        name=topic,
+        topic=topic,
         timestamp_field="event_time",
-    ),
-    description="Click events (featurestream.events.Click).",
+        message_format=_avro(topic),
+        watermark_delay_threshold=ALLOWED_LATENESS,
+        batch_source=FileSource(
+            name=f"{topic}_log",
+            path=f"data/offline/{topic}",
+            file_format=ParquetFormat(),
+            timestamp_field="event_time",
+        ),
+        description=description,
+    )
+
+
+clicks_source = _kafka_source("clicks", "Click events (featurestream.events.Click).")
+impressions_source = _kafka_source(
+    "impressions", "Impression events (featurestream.events.Impression)."
 )
+purchases_source = _kafka_source("purchases", "Purchase events (featurestream.events.Purchase).")

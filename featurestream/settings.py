@@ -35,6 +35,11 @@ class Settings(BaseSettings):
         default=None, description="Existing Redis, e.g. redis://host:6379/0; unset = embedded."
     )
     redis_password: SecretStr | None = Field(default=None, description="Redis password.")
+    schema_registry_url: str | None = Field(
+        default=None,
+        description="Confluent Schema Registry; when set, producers write the Confluent wire "
+        "format and consumers resolve writer schemas by id.",
+    )
     state_dir: Path = Field(
         default=Path(".featurestream"), description="Pid files, logs and engine state."
     )

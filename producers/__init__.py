@@ -2,15 +2,19 @@
 
 from .events import Click, Event, Impression, Purchase
 from .producer import DeliveryStats, EventProducer
-from .synthetic import ClickTraffic, zipf_cdf
+from .synthetic import BAD_KINDS, ClickTraffic, Emission, TrafficConfig, TrafficGenerator, zipf_cdf
 
 __all__ = [
+    "BAD_KINDS",
     "Click",
     "ClickTraffic",
     "DeliveryStats",
+    "Emission",
     "Event",
     "EventProducer",
     "Impression",
     "Purchase",
+    "TrafficConfig",
+    "TrafficGenerator",
     "zipf_cdf",
 ]

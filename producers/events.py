@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 __all__ = ["Click", "Event", "Impression", "Purchase"]
@@ -21,7 +21,13 @@ class Click:
 
     def to_record(self) -> dict[str, Any]:
         """The Avro record of this event."""
-        return asdict(self)
+        return {
+            "event_id": self.event_id,
+            "user_id": self.user_id,
+            "item_id": self.item_id,
+            "page": self.page,
+            "event_time": self.event_time,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +43,13 @@ class Impression:
 
     def to_record(self) -> dict[str, Any]:
         """The Avro record of this event."""
-        return asdict(self)
+        return {
+            "event_id": self.event_id,
+            "user_id": self.user_id,
+            "item_id": self.item_id,
+            "page": self.page,
+            "event_time": self.event_time,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +66,14 @@ class Purchase:
 
     def to_record(self) -> dict[str, Any]:
         """The Avro record of this event."""
-        return asdict(self)
+        return {
+            "event_id": self.event_id,
+            "user_id": self.user_id,
+            "item_id": self.item_id,
+            "amount": self.amount,
+            "currency": self.currency,
+            "event_time": self.event_time,
+        }
 
 
 Event = Click | Impression | Purchase

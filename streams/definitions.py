@@ -110,7 +110,7 @@ def _compile_aggregation(view: str, agg: Any, hop: Any, features: set[str]) -> A
 
 def _check_format(view: str, topic: str, message_format: Any) -> Contract:
     schema_json = getattr(message_format, "schema_json", None)
-    if schema_json is None:
+    if schema_json is None or type(message_format).__name__ != "AvroFormat":
         raise DefinitionError(f"view {view!r}: source of topic {topic!r} must use AvroFormat")
     try:
         declared = parse_contract(json.loads(schema_json))

@@ -11,14 +11,15 @@ from typing import Any
 import click
 
 from featurestream.errors import StackError
+from featurestream.events import AvroCodec, load_contracts
 from featurestream.settings import Settings
 from featurestream.stack import Supervisor, up
-from producers import Click, ClickTraffic, EventProducer
+from producers import Emission, EventProducer, TrafficConfig, TrafficGenerator
 from streams.definitions import compile_registry
 from streams.online import ProgressKey, TileStore, connect
 from streams.repo import apply_repo, open_store
 
-from .live import produce_live
+from .produce import KafkaSink, produce_generated, tty_progress
 
 __all__ = ["run_demo"]
 
@@ -97,12 +98,25 @@ def run_demo(settings: Settings, *, duration_s: float, rate: float, users: int) 
     )
     produced: dict[int, list[dict[str, Any]]] = defaultdict(list)
 
-    def remember(event: Click) -> None:
-        produced[event.user_id].append(event.to_record())
+    def remember(emission: Emission) -> None:
+        if emission.record is not None:
+            produced[emission.record["user_id"]].append(emission.record)
 
-    traffic = ClickTraffic(users=users, seed=first_user, first_user=first_user)
-    with EventProducer(settings.bootstrap_servers) as producer:
-        produce_live(producer, traffic, rate, total, sys.stderr.isatty(), remember)
+    traffic = TrafficGenerator(
+        TrafficConfig(topic="clicks", users=users, seed=first_user, first_user=first_user),
+        AvroCodec(load_contracts()),
+    )
+    producer = EventProducer(settings.bootstrap_servers)
+    produce_generated(
+        traffic,
+        KafkaSink(producer),
+        rate=rate,
+        total=total,
+        pace=True,
+        start_ms=0,
+        progress=tty_progress(total),
+        on_emission=remember,
+    )
     if producer.stats.failed:
         raise StackError(
             f"{producer.stats.failed} events were not delivered: {producer.stats.errors}"

@@ -18,15 +18,16 @@ from __future__ import annotations
 
 import io
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import fastavro
 from fastavro import schemaless_reader, schemaless_writer
 
-from featurestream.errors import DecodeError, InvalidEvent
+from featurestream.errors import ConfigError, DecodeError, InvalidEvent
 
 from .contracts import Contract, parse_contract, strip_logical_types
+from .fastwrite import compile_writer
 
 __all__ = ["SINGLE_OBJECT_MAGIC", "AvroCodec", "SchemaLookup"]
 
@@ -51,10 +52,13 @@ _AVRO_READ_ERRORS = (
 
 
 class SchemaLookup(Protocol):
-    """Port to a schema registry: the writer schema registered under an id."""
+    """Port to a schema registry."""
 
     def schema_for_id(self, schema_id: int) -> dict[str, Any] | None:
         """Return the schema document for ``schema_id``, or None when unknown."""
+
+    def id_for(self, subject: str, schema: dict[str, Any]) -> int:
+        """Register ``schema`` under ``subject`` (idempotent) and return its id."""
 
 
 class AvroCodec:
@@ -63,6 +67,9 @@ class AvroCodec:
     Args:
         contracts: The reader contracts, one per topic.
         lookup: Optional schema registry client for the Confluent wire format.
+        confluent_framing: Encode in the Confluent wire format (needs ``lookup``;
+            the schema is registered under subject ``{topic}-value``). Decoding
+            always accepts both framings.
 
     Example:
         >>> from featurestream.events import AvroCodec, load_contracts
@@ -73,11 +80,21 @@ class AvroCodec:
         7
     """
 
-    def __init__(self, contracts: tuple[Contract, ...], lookup: SchemaLookup | None = None) -> None:
+    def __init__(
+        self,
+        contracts: tuple[Contract, ...],
+        lookup: SchemaLookup | None = None,
+        *,
+        confluent_framing: bool = False,
+    ) -> None:
+        if confluent_framing and lookup is None:
+            raise ConfigError("the Confluent wire format needs a schema registry (lookup)")
         self._readers: dict[str, Contract] = {c.topic: c for c in contracts}
         self._writers: dict[bytes, Any] = {c.fingerprint: c.parsed for c in contracts}
         self._lookup = lookup
+        self._confluent = confluent_framing
         self._by_id: dict[int, Any] = {}
+        self._headers: dict[str, bytes] = {}
 
     @property
     def topics(self) -> tuple[str, ...]:
@@ -117,7 +134,19 @@ class AvroCodec:
             raise InvalidEvent(
                 "unknown_topic", f"no event schema for topic {topic!r}; known: {self.topics}"
             )
-        return encode_single_object(contract, record)
+        problem = contract.out_of_range(record)
+        if problem is not None:
+            raise InvalidEvent("out_of_range", problem)
+        if not self._confluent:
+            return encode_single_object(contract, record)
+        header = self._headers.get(topic)
+        if header is None:
+            assert self._lookup is not None  # checked in __init__
+            schema_id = self._lookup.id_for(f"{topic}-value", contract.schema_json)
+            header = bytes([_CONFLUENT_MAGIC]) + struct.pack(">I", schema_id)
+            self._headers[topic] = header
+            self._by_id[schema_id] = contract.parsed
+        return header + encode_single_object(contract, record)[_SO_HEADER:]
 
     # ------------------------------------------------------------------ decode
     def decode(
@@ -162,7 +191,11 @@ class AvroCodec:
                 f"first bytes {data[:2].hex()} are neither single-object (c301) "
                 "nor Confluent wire format (00)",
             )
-        return _read_body(data, body_start, writer, reader.parsed)
+        record = _read_body(data, body_start, writer, reader.parsed)
+        problem = reader.out_of_range(record)
+        if problem is not None:
+            raise DecodeError("out_of_range", problem)
+        return record
 
     def _writer_for_id(self, schema_id: int) -> Any:
         writer = self._by_id.get(schema_id)
@@ -186,6 +219,21 @@ def encode_single_object(contract: Contract, record: Mapping[str, Any]) -> bytes
     Raises:
         InvalidEvent: when the record does not fit the schema.
     """
+    fast = _fast_writer(contract)
+    if fast is not None:
+        try:
+            return SINGLE_OBJECT_MAGIC + contract.fingerprint + fast(record)
+        except KeyError as exc:
+            raise InvalidEvent(
+                "missing_field", f"{contract.name}: field {exc.args[0]!r} is required"
+            ) from exc
+        except (TypeError, ValueError) as exc:
+            raise InvalidEvent("schema_mismatch", f"{contract.name}: {exc}") from exc
+    for field in contract.parsed["fields"]:
+        if field["name"] not in record and "default" not in field:
+            raise InvalidEvent(
+                "missing_field", f"{contract.name}: field {field['name']!r} is required"
+            )
     buf = io.BytesIO()
     buf.write(SINGLE_OBJECT_MAGIC)
     buf.write(contract.fingerprint)
@@ -200,6 +248,17 @@ def encode_single_object(contract: Contract, record: Mapping[str, Any]) -> bytes
     return buf.getvalue()
 
 
+_FAST_WRITERS: dict[bytes, Callable[[Mapping[str, Any]], bytes] | None] = {}
+
+
+def _fast_writer(contract: Contract) -> Callable[[Mapping[str, Any]], bytes] | None:
+    try:
+        return _FAST_WRITERS[contract.fingerprint]
+    except KeyError:
+        writer = _FAST_WRITERS[contract.fingerprint] = compile_writer(contract.parsed)
+        return writer
+
+
 def _read_body(data: bytes, start: int, writer: Any, reader: Any) -> dict[str, Any]:
     stream = io.BytesIO(data)
     stream.seek(start)
@@ -208,8 +267,14 @@ def _read_body(data: bytes, start: int, writer: Any, reader: Any) -> dict[str, A
             record = schemaless_reader(stream, writer, None)
         else:
             record = schemaless_reader(stream, writer, reader)
-    except EOFError as exc:
-        raise DecodeError("truncated", f"body ends early: {exc or 'end of data'}") from exc
+    except (EOFError, IndexError) as exc:
+        # fastavro reports running out of bytes as EOFError or as an IndexError on the
+        # byte buffer; an IndexError into a list is a bad union branch, not a short body.
+        if isinstance(exc, IndexError) and "list" in str(exc):
+            raise DecodeError(
+                "schema_mismatch", f"body does not match the schema: {exc!r}"
+            ) from exc
+        raise DecodeError("truncated", f"body ends early: {exc!r}") from exc
     except _AVRO_READ_ERRORS as exc:
         raise DecodeError("schema_mismatch", f"body does not match the schema: {exc!r}") from exc
     if stream.tell() != len(data):

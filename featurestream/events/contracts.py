@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import json
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -79,6 +81,8 @@ class Contract:
         parsed: fastavro-parsed schema without logical types (the wire view).
         fingerprint: CRC-64-AVRO of the parsing canonical form, 8 bytes little-endian.
         field_names: The record's field names, in schema order.
+        minimums: ``(field, minimum)`` pairs from the ``featurestream.min`` field
+            attribute: a value below it (or not a finite number) is out of range.
     """
 
     name: str
@@ -88,6 +92,17 @@ class Contract:
     parsed: Any = field(repr=False)
     fingerprint: bytes
     field_names: tuple[str, ...]
+    minimums: tuple[tuple[str, float], ...] = ()
+
+    def out_of_range(self, record: Mapping[str, Any]) -> str | None:
+        """Why ``record`` is out of range, or None when every bounded field is fine."""
+        for name, minimum in self.minimums:
+            value = record.get(name)
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                continue  # absent or of the wrong type: encoding reports it
+            if not (value >= minimum and math.isfinite(value)):
+                return f"{name}={value!r} is out of range: must be a finite number >= {minimum}"
+        return None
 
 
 def parse_contract(schema_json: dict[str, Any]) -> Contract:
@@ -107,13 +122,21 @@ def parse_contract(schema_json: dict[str, Any]) -> Contract:
             f"schema {name!r} lacks attribute {exc.args[0]!r}; every event schema names its "
             "topic ('featurestream.topic') and key field ('featurestream.key')"
         ) from exc
-    except fastavro.schema.SchemaParseException as exc:
+    except (fastavro.schema.SchemaParseException, ValueError, TypeError) as exc:
         raise ConfigError(f"schema {name!r} is not valid Avro: {exc}") from exc
-    field_names = tuple(f["name"] for f in schema_json["fields"])
+    fields = schema_json.get("fields")
+    if schema_json.get("type") != "record" or not isinstance(fields, list):
+        raise ConfigError(f"schema {name!r} is not valid Avro: an event is a record with fields")
+    field_names = tuple(f["name"] for f in fields)
     if key_field not in field_names:
         raise ConfigError(
             f"schema {name!r}: key field {key_field!r} is not a field; fields: {field_names}"
         )
+    minimums = tuple(
+        (f["name"], f["featurestream.min"])
+        for f in schema_json["fields"]
+        if "featurestream.min" in f
+    )
     canonical = to_parsing_canonical_form(parsed).encode()
     return Contract(
         name=name,
@@ -123,6 +146,7 @@ def parse_contract(schema_json: dict[str, Any]) -> Contract:
         parsed=parsed,
         fingerprint=crc64_avro(canonical).to_bytes(8, "little"),
         field_names=field_names,
+        minimums=minimums,
     )
 
 

@@ -6,8 +6,10 @@ partial; a window value is ``result`` of ``merge`` over its tiles. The same
 objects run in the stream, in backfill and at read time.
 
 Partials are immutable values (int, float, tuple, frozenset) so a merge never
-aliases a tile, and ``encode``/``decode`` turn them into the bytes stored
-online. Empty windows: ``count`` and ``count_distinct`` are 0, ``sum`` is 0.0,
+aliases a tile; sums are held exactly, so merge order never changes a result.
+``encode``/``decode`` turn partials into the bytes stored online.
+
+Empty windows: ``count`` and ``count_distinct`` are 0, ``sum`` is 0.0,
 ``mean``/``min``/``max``/``last`` are missing (None).
 """
 
@@ -57,6 +59,36 @@ def _float(value: Any) -> float:
     if math.isnan(out):
         raise ValueError("NaN cannot be aggregated")
     return out
+
+
+def _grow(partials: tuple[float, ...], x: float) -> tuple[float, ...]:
+    """Add ``x`` to an exact sum held as non-overlapping floats (Shewchuk's msum step)."""
+    out = []
+    for part in partials:
+        small = part
+        if abs(x) < abs(part):
+            x, small = part, x
+        hi = x + small
+        lo = small - (hi - x)
+        if lo:
+            out.append(lo)
+        x = hi
+    out.append(x)
+    return tuple(out)
+
+
+def _exact_merge(a: tuple[float, ...], b: tuple[float, ...]) -> tuple[float, ...]:
+    for x in b:
+        a = _grow(a, x)
+    return a
+
+
+def _enc_floats(p: tuple[float, ...]) -> bytes:
+    return ",".join(repr(x) for x in p).encode()
+
+
+def _dec_floats(b: bytes) -> tuple[float, ...]:
+    return tuple(float(x) for x in b.split(b",")) if b else ()
 
 
 def _enc_opt_float(p: float | None) -> bytes:
@@ -112,25 +144,27 @@ COUNT = Aggregator(
     value_type="int64",
 )
 
+# Sums are exact: a partial is the exact sum as non-overlapping floats, so merging
+# tiles in any order and any split gives the correctly rounded sum (math.fsum).
 SUM = Aggregator(
     function="sum",
-    initialize=lambda: 0.0,
-    add=lambda p, v: p + _float(v),
-    merge=lambda a, b: a + b,
-    result=lambda p: p,
-    encode=lambda p: repr(p).encode(),
-    decode=float,
+    initialize=tuple,
+    add=lambda p, v: _grow(p, _float(v)),
+    merge=_exact_merge,
+    result=math.fsum,
+    encode=_enc_floats,
+    decode=_dec_floats,
     value_type="float64",
 )
 
 MEAN = Aggregator(
     function="mean",
-    initialize=lambda: (0.0, 0),
-    add=lambda p, v: (p[0] + _float(v), p[1] + 1),
-    merge=lambda a, b: (a[0] + b[0], a[1] + b[1]),
-    result=lambda p: p[0] / p[1] if p[1] else None,
-    encode=lambda p: f"{p[0]!r},{p[1]}".encode(),
-    decode=lambda b: (float(b.split(b",")[0]), int(b.split(b",")[1])),
+    initialize=lambda: ((), 0),
+    add=lambda p, v: (_grow(p[0], _float(v)), p[1] + 1),
+    merge=lambda a, b: (_exact_merge(a[0], b[0]), a[1] + b[1]),
+    result=lambda p: math.fsum(p[0]) / p[1] if p[1] else None,
+    encode=lambda p: _enc_floats(p[0]) + b";" + str(p[1]).encode(),
+    decode=lambda b: (_dec_floats(b.split(b";")[0]), int(b.split(b";")[1])),
     value_type="float64",
 )
 

@@ -113,5 +113,6 @@ class ViewSpec:
             self.timestamp_field,
             str(self.allowed_lateness_ms),
         ]
-        parts += [f"{a.slot}:{a.column}" for a in self.aggregations]
+        # The window is part of the state: it decides how long tiles are kept.
+        parts += [f"{a.slot}:{a.column}:{a.window_ms}" for a in self.aggregations]
         return hashlib.sha1("|".join(parts).encode(), usedforsecurity=False).hexdigest()[:8]

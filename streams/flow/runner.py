@@ -40,8 +40,17 @@ class RunConfig:
     write_retry_s: float = 60.0
 
 
-def kafka_flow(views: Sequence[ViewSpec], config: RunConfig) -> Dataflow:
-    """The dataflow of ``views`` reading Kafka and writing Redis (no I/O until run)."""
+def kafka_flow(
+    views: Sequence[ViewSpec], config: RunConfig, codec: AvroCodec | None = None
+) -> Dataflow:
+    """The dataflow of ``views`` reading Kafka and writing Redis (no I/O until run).
+
+    Args:
+        views: The views to run.
+        config: Where to read and write.
+        codec: The decoder (default: the checked-in contracts, single-object framing
+            and no registry).
+    """
     topics = sorted({v.topic for v in views})
     source = KafkaSource(
         brokers=config.bootstrap_servers.split(","),
@@ -58,7 +67,7 @@ def kafka_flow(views: Sequence[ViewSpec], config: RunConfig) -> Dataflow:
 
     return build_flow(
         views,
-        AvroCodec(load_contracts()),
+        codec or AvroCodec(load_contracts()),
         source,
         OnlineTileSink(store, project, config.write_retry_s),
         DeadLetterSink({"bootstrap.servers": config.bootstrap_servers}, config.dlq_topic),

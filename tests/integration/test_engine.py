@@ -80,3 +80,39 @@ def test_online_features_equal_oracle_and_decay_with_the_flow_stopped(
     headers = dict(dead[0].headers())
     assert headers["error.kind"] == b"not_avro"
     assert headers["source.topic"] == b"clicks"
+
+
+def test_purchase_sums_means_and_maxima_are_exact_through_feast(
+    local_stack: Settings, repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from featurestream.events import AvroCodec, load_contracts
+    from producers import TrafficConfig, TrafficGenerator
+
+    first_user = 2_000_000 + int(uuid.uuid4().int % 1000) * 1000
+    now_ms = time.time_ns() // 1_000_000
+    generator = TrafficGenerator(
+        TrafficConfig(topic="purchases", users=30, seed=9, first_user=first_user, jitter_ms=0),
+        AvroCodec(load_contracts()),
+    )
+    start = now_ms - 27 * 60 * MIN
+    emissions = generator.batch([start + i * 40_000 for i in range(2400)])  # ~26.7 h
+    records = [e.record for e in emissions if e.record is not None]
+    with EventProducer(local_stack.bootstrap_servers) as producer:
+        for record in records:
+            producer.send_record("purchases", record)
+    _run_to_end(local_stack, repo)
+
+    store = open_store(repo, local_stack.online_redis_url)
+    view = next(v for v in compile_registry(store) if v.name == "user_purchase_stats")
+    users = sorted({r["user_id"] for r in records})
+    last_event = max(r["event_time"] for r in records)
+    features = [f"user_purchase_stats:{a.name}" for a in view.aggregations]
+    for read_ms in (last_event, last_event + 90 * MIN, last_event + 23 * 60 * MIN):
+        monkeypatch.setattr(TiledRedisOnlineStore, "clock", staticmethod(lambda t=read_ms: t))
+        online = store.get_online_features(
+            features=features, entity_rows=[{"user_id": u} for u in users]
+        ).to_dict()
+        for i, user in enumerate(users):
+            got = {a.name: online[a.name][i] for a in view.aggregations}
+            expected = view_values([r for r in records if r["user_id"] == user], view, read_ms)
+            assert got == expected, (user, read_ms)  # equal to the last bit, not approximately

@@ -1,0 +1,3 @@
+"""Benchmarks: separate commands whose results go to files under bench/results/."""
+
+__all__: list[str] = []
