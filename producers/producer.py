@@ -73,6 +73,7 @@ class EventProducer:
             "batch.num.messages": 10_000,
             "compression.type": "lz4",
             "queue.buffering.max.messages": 500_000,
+            "log.connection.close": False,
             **(config or {}),
         }
         self._producer: Producer | None = None

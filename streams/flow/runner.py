@@ -70,7 +70,10 @@ def kafka_flow(
         codec or AvroCodec(load_contracts()),
         source,
         OnlineTileSink(store, project, config.write_retry_s),
-        DeadLetterSink({"bootstrap.servers": config.bootstrap_servers}, config.dlq_topic),
+        DeadLetterSink(
+            {"bootstrap.servers": config.bootstrap_servers, "log.connection.close": False},
+            config.dlq_topic,
+        ),
     )
 
 
