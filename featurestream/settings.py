@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     redis_port: int = Field(default=DEFAULT_REDIS_PORT, ge=1, le=65535)
     topic_partitions: int = Field(default=3, ge=1)
     dlq_topic: str = "featurestream.dlq"
+    late_topic: str = "featurestream.late"
+    dedupe_horizon_ms: int | None = Field(
+        default=None, ge=0, description="Duplicate-detection horizon; unset = allowed lateness."
+    )
+    metrics_port: int = Field(default=9464, ge=0, le=65535, description="0 disables /metrics.")
     connect_timeout_s: float = Field(default=5.0, gt=0)
     serve_host: str = "127.0.0.1"
     serve_port: int = Field(default=6566, ge=1, le=65535)

@@ -72,6 +72,10 @@ def compile_view(project: str, view: Any, join_keys: Sequence[str]) -> ViewSpec:
         timestamp_field=view.timestamp_field,
         allowed_lateness_ms=lateness_ms,
         aggregations=tuple(aggs),
+        field_types=tuple(
+            (f, contract.field_types[f])
+            for f in dict.fromkeys([*join_keys, *(a.column for a in aggs)])
+        ),
     )
 
 

@@ -302,8 +302,12 @@ def run(views: tuple[str, ...], stop_at_end: bool) -> None:
     """Run the dataflow of every stream feature view (or the VIEWS named)."""
     from featurestream.stack import check_broker, check_redis
     from streams.definitions import compile_registry, select_views
+    from streams.flow import FlowMetrics
     from streams.flow.runner import RunConfig, kafka_flow, run_flow
+    from streams.offline.feast_store import log_root
     from streams.repo import open_store
+
+    from .progress import serve_metrics, show_progress
 
     settings = _settings()
     check_broker(settings.bootstrap_servers, settings.connect_timeout_s)
@@ -323,9 +327,17 @@ def run(views: tuple[str, ...], stop_at_end: bool) -> None:
         bootstrap_servers=settings.bootstrap_servers,
         redis_url=settings.online_redis_url,
         dlq_topic=settings.dlq_topic,
+        late_topic=settings.late_topic,
+        offline_log=log_root(store.config),
         stop_at_end=stop_at_end,
+        dedupe_horizon_ms=settings.dedupe_horizon_ms,
     )
-    run_flow(kafka_flow(specs, config, _codec(settings, for_producing=False)))
+    metrics = FlowMetrics()
+    if settings.metrics_port:
+        serve_metrics(metrics, settings.metrics_port)
+    if sys.stderr.isatty():
+        show_progress(metrics, specs)
+    run_flow(kafka_flow(specs, config, _codec(settings, for_producing=False), metrics))
 
 
 @cli.command()

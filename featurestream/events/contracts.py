@@ -94,6 +94,15 @@ class Contract:
     field_names: tuple[str, ...]
     minimums: tuple[tuple[str, float], ...] = ()
 
+    @property
+    def field_types(self) -> dict[str, str]:
+        """Avro type name of every field (logical types stripped)."""
+        out = {}
+        for f in self.parsed["fields"]:
+            t = f["type"]
+            out[f["name"]] = t if isinstance(t, str) else str(t.get("type"))
+        return out
+
     def out_of_range(self, record: Mapping[str, Any]) -> str | None:
         """Why ``record`` is out of range, or None when every bounded field is fine."""
         for name, minimum in self.minimums:

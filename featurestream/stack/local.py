@@ -48,8 +48,8 @@ class ServiceStatus:
 
 
 def stack_topics(settings: Settings) -> list[str]:
-    """Every topic featurestream uses: one per event contract, plus the dead-letter topic."""
-    return sorted({c.topic for c in load_contracts()} | {settings.dlq_topic})
+    """Every topic featurestream uses: one per event contract, dead letters, late events."""
+    return sorted({c.topic for c in load_contracts()} | {settings.dlq_topic, settings.late_topic})
 
 
 def _admin(bootstrap: str) -> AdminClient:

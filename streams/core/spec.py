@@ -75,6 +75,8 @@ class ViewSpec:
         timestamp_field: Event field with the event time in milliseconds.
         allowed_lateness_ms: The source's ``watermark_delay_threshold``.
         aggregations: The view's aggregations, in schema order.
+        field_types: Avro type of every join key and aggregated column
+            (``long``, ``double``, ``string``, ...), from the event contract.
     """
 
     project: str
@@ -84,6 +86,12 @@ class ViewSpec:
     timestamp_field: str
     allowed_lateness_ms: int
     aggregations: tuple[AggregationSpec, ...]
+    field_types: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Aggregated event fields, each once, in order."""
+        return tuple(dict.fromkeys(a.column for a in self.aggregations))
 
     @property
     def slots(self) -> dict[str, AggregationSpec]:

@@ -1,5 +1,6 @@
-"""The Bytewax dataflow and its Kafka/Redis adapters."""
+"""The Bytewax dataflow and its Kafka/Redis/Parquet adapters."""
 
-from .dataflow import DeadLetter, Envelope, Routed, SinkItem, build_flow
+from .dataflow import Envelope, LogRow, Rejected, Routed, SinkItem, build_flow
+from .metrics import FlowMetrics
 
-__all__ = ["DeadLetter", "Envelope", "Routed", "SinkItem", "build_flow"]
+__all__ = ["Envelope", "FlowMetrics", "LogRow", "Rejected", "Routed", "SinkItem", "build_flow"]

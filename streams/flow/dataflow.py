@@ -1,7 +1,10 @@
 """The Bytewax dataflow compiled from stream feature view specs.
 
-    kafka_in -> decode -> route (view, entity) -> tiles (stateful, per key) -> online sink
-                  \\-> errors -> dead-letter sink
+    source (decode + gate) ─┬─ errors ─▶ dead-letter sink
+                            ├─ late ───▶ late-events sink
+                            └─ route (view, entity) ─▶ tiles (stateful, per key)
+                                                        ├─▶ online sink (tiles + progress)
+                                                        └─▶ offline log (applied events)
 
 Building the flow does no I/O: sources and sinks are passed in, so the same
 flow runs against Kafka and Redis in production and against Bytewax's
@@ -11,7 +14,7 @@ flow runs against Kafka and Redis in production and against Bytewax's
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import bytewax.operators as op
@@ -20,16 +23,20 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from featurestream.errors import EventError
-from featurestream.events import AvroCodec
 
 from ..core import EntityTiles, TileUpdate, ViewSpec, entity_id, tile_key
+from .metrics import FlowMetrics
 
-__all__ = ["DeadLetter", "Envelope", "Routed", "SinkItem", "build_flow"]
+__all__ = ["Envelope", "LogRow", "Rejected", "Routed", "SinkItem", "build_flow"]
 
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    """One consumed message, decoded or not, with its source position."""
+    """One consumed message, classified by its partition's gate.
+
+    ``status`` is ``ok``, ``late``, ``duplicate`` or ``error``; ``watermark_ms`` is
+    the partition's watermark before this message.
+    """
 
     topic: str
     partition: int
@@ -37,23 +44,35 @@ class Envelope:
     record: dict[str, Any] | None
     error: EventError | None
     raw: bytes | None = None
+    status: str = "ok"
+    watermark_ms: int = -(2**62)
 
 
 @dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """A message that could not be used, with why (sent to the dead-letter topic)."""
+class Rejected:
+    """A message not applied online (dead letter or late event), with why."""
 
+    kind: str
+    reason: str
     topic: str
     partition: int
     offset: int
-    kind: str
-    reason: str
     value: bytes | None
+
+    def headers(self) -> list[tuple[str, str | bytes | None]]:
+        """Kafka headers describing where the message came from and why it is here."""
+        return [
+            ("error.kind", self.kind.encode()),
+            ("error.reason", self.reason.encode()),
+            ("source.topic", self.topic.encode()),
+            ("source.partition", str(self.partition).encode()),
+            ("source.offset", str(self.offset).encode()),
+        ]
 
 
 @dataclass(frozen=True, slots=True)
 class Routed:
-    """One event on its way to one view's state."""
+    """One message on its way to one view's state (view -1: progress only)."""
 
     view: int
     record: dict[str, Any]
@@ -63,99 +82,151 @@ class Routed:
 
 
 @dataclass(frozen=True, slots=True)
+class LogRow:
+    """One applied event of one view, for the offline log."""
+
+    view: str
+    entity: dict[str, Any]
+    event_time_ms: int
+    event_id: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class SinkItem:
-    """What the online sink writes: a tile update and the source position it covers."""
+    """A tile update (or none) and the source position it covers."""
 
     update: TileUpdate | None
     topic: str
     partition: int
     offset: int
+    log: LogRow | None = None
 
 
-def _decoder(codec: AvroCodec) -> Any:
-    def decode(msg: Any) -> Envelope:
-        try:
-            record = codec.decode(msg.topic, msg.value, partition=msg.partition, offset=msg.offset)
-        except EventError as exc:
-            return Envelope(msg.topic, msg.partition, msg.offset, None, exc, msg.value)
-        return Envelope(msg.topic, msg.partition, msg.offset, record, None)
-
-    return decode
-
-
-def _router(views: Sequence[ViewSpec]) -> Any:
+def _router(views: Sequence[ViewSpec], metrics: FlowMetrics) -> Any:
     by_topic: dict[str, list[int]] = {}
     for index, view in enumerate(views):
         by_topic.setdefault(view.topic, []).append(index)
 
     def route(env: Envelope) -> Iterable[tuple[str, Routed]]:
         record = env.record
-        if record is None:
-            # Undecodable messages still pass through the state step (as a no-op) so
-            # the source progress written online covers them too.
-            return [(f"_dlq|{env.topic}", Routed(-1, {}, env.topic, env.partition, env.offset))]
+        indexes = by_topic.get(env.topic, ())
+        if record is None or env.status != "ok":
+            for index in indexes:
+                metrics.count(views[index].name, env.status)
+            # Still through the state step (as a no-op), so the progress written
+            # online covers every consumed message.
+            return [
+                (
+                    f"_p|{env.topic}|{env.partition}",
+                    Routed(-1, {}, env.topic, env.partition, env.offset),
+                )
+            ]
         out = []
-        for index in by_topic.get(env.topic, ()):
+        for index in indexes:
             view = views[index]
+            if record[view.timestamp_field] < env.watermark_ms - view.allowed_lateness_ms:
+                metrics.count(view.name, "late")  # late for this view's (smaller) lateness
+                continue
+            metrics.count(view.name, "applied")
             # compile_view checked that join keys are fields of the topic's schema.
             key = f"{view.state_id}|{entity_id([record[k] for k in view.join_keys])}"
             out.append((key, Routed(index, record, env.topic, env.partition, env.offset)))
+        if not out:
+            out.append(
+                (
+                    f"_p|{env.topic}|{env.partition}",
+                    Routed(-1, {}, env.topic, env.partition, env.offset),
+                )
+            )
         return out
 
     return route
 
 
 def _tiles_mapper(views: Sequence[ViewSpec]) -> Any:
-    def apply(state: EntityTiles | None, item: Routed) -> tuple[EntityTiles, SinkItem]:
-        tiles = state if state is not None else EntityTiles()
+    columns = [tuple(dict.fromkeys(a.column for a in v.aggregations)) for v in views]
+
+    def apply(state: EntityTiles | None, item: Routed) -> tuple[EntityTiles | None, SinkItem]:
         if item.view < 0:
-            return tiles, SinkItem(None, item.topic, item.partition, item.offset)
+            return None, SinkItem(None, item.topic, item.partition, item.offset)
+        tiles = state if state is not None else EntityTiles()
         view = views[item.view]
-        entity = entity_id([item.record[k] for k in view.join_keys])
-        update = tiles.apply(view, tile_key(view.project, view.name, entity), item.record)
-        return tiles, SinkItem(update, item.topic, item.partition, item.offset)
+        record = item.record
+        keys = [record[k] for k in view.join_keys]
+        update = tiles.apply(view, tile_key(view.project, view.name, entity_id(keys)), record)
+        row = LogRow(
+            view.name,
+            dict(zip(view.join_keys, keys, strict=True)),
+            record[view.timestamp_field],
+            record["event_id"],
+            {c: record.get(c) for c in columns[item.view]},
+        )
+        return tiles, SinkItem(update, item.topic, item.partition, item.offset, row)
 
     return apply
 
 
-def _dead_letter(env: Envelope) -> DeadLetter | None:
-    if env.error is None:
+def _rejected(env: Envelope) -> Rejected | None:
+    if env.status == "error" and env.error is not None:
+        return Rejected(
+            env.error.kind, env.error.reason, env.topic, env.partition, env.offset, env.raw
+        )
+    return None
+
+
+def _late(env: Envelope) -> Rejected | None:
+    if env.status != "late" or env.record is None:
         return None
-    return DeadLetter(
-        env.topic, env.partition, env.offset, env.error.kind, env.error.reason, env.raw
+    return Rejected(
+        "late",
+        f"event_time {env.record.get('event_time')} is older than the partition "
+        f"watermark {env.watermark_ms} minus the allowed lateness",
+        env.topic,
+        env.partition,
+        env.offset,
+        env.raw,
     )
 
 
 def build_flow(
     views: Sequence[ViewSpec],
-    codec: AvroCodec,
-    source: Source[Any],
+    source: Source[Envelope],
     online_sink: Sink[SinkItem],
-    dead_letter_sink: Sink[DeadLetter],
+    dead_letter_sink: Sink[Rejected],
+    late_sink: Sink[Rejected],
+    offline_sink: Sink[tuple[str, LogRow]] | None = None,
     *,
+    metrics: FlowMetrics | None = None,
     flow_id: str = "featurestream",
 ) -> Dataflow:
-    """Compile ``views`` into a dataflow reading ``source``.
+    """Compile ``views`` into a dataflow reading classified envelopes from ``source``.
 
     Args:
         views: The stream feature views to run (see ``streams.definitions``).
-        codec: Decoder of the source messages.
-        source: Emits objects with ``topic``, ``partition``, ``offset`` and ``value``
-            (Bytewax's ``KafkaSourceMessage``).
+        source: Emits :class:`Envelope` (``streams.flow.source.KafkaEventSource``).
         online_sink: Receives :class:`SinkItem` (tile updates with positions).
-        dead_letter_sink: Receives :class:`DeadLetter` for every undecodable message.
+        dead_letter_sink: Receives :class:`Rejected` for every undecodable message.
+        late_sink: Receives :class:`Rejected` for every late event.
+        offline_sink: Receives ``(view name, LogRow)`` for every applied event.
+        metrics: Counters (events per view and status).
         flow_id: Dataflow id.
     """
     views = tuple(views)
+    metrics = metrics or FlowMetrics()
     flow = Dataflow(flow_id)
-    messages = op.input("kafka_in", flow, source)
-    envelopes = op.map("decode", messages, _decoder(codec))
-    bad = op.filter_map("errors", envelopes, _dead_letter)
-    op.output("dead_letters", bad, dead_letter_sink)
-    routed = op.flat_map("route", envelopes, _router(views))
+    envelopes = op.input("kafka_in", flow, source)
+    op.output("dead_letters", op.filter_map("errors", envelopes, _rejected), dead_letter_sink)
+    op.output("late_events", op.filter_map("late", envelopes, _late), late_sink)
+    routed = op.flat_map("route", envelopes, _router(views, metrics))
     # The step id carries every view's definition hash: a changed definition
     # starts from fresh state instead of resuming incompatible snapshots.
     step = "tiles_" + "_".join(v.state_id for v in views)
-    updates = op.stateful_map(step, routed, _tiles_mapper(views))
-    op.output("online", op.map("unkey", updates, lambda kv: kv[1]), online_sink)
+    items = op.map("unkey", op.stateful_map(step, routed, _tiles_mapper(views)), lambda kv: kv[1])
+    op.output("online", items, online_sink)
+    if offline_sink is not None:
+        rows = op.filter_map(
+            "log_rows", items, lambda i: None if i.log is None else (i.log.view, i.log)
+        )
+        op.output("offline", rows, offline_sink)
     return flow

@@ -1,21 +1,22 @@
-"""Wire the dataflow to Kafka and Redis and run it."""
+"""Wire the dataflow to Kafka, Redis and the offline log, and run it."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
-from bytewax.connectors.kafka import KafkaSource
 from bytewax.dataflow import Dataflow
-from confluent_kafka import OFFSET_BEGINNING
 
 from featurestream.events import AvroCodec, load_contracts
 
 from ..core import ViewSpec
 from ..online.tile_store import TileStore, connect
 from .dataflow import build_flow
-from .sinks import DeadLetterSink, OnlineTileSink
+from .metrics import FlowMetrics
+from .sinks import OnlineTileSink, RejectedSink
+from .source import KafkaEventSource, gate_configs
 
 __all__ = ["RunConfig", "kafka_flow", "run_flow"]
 
@@ -28,36 +29,49 @@ class RunConfig:
         bootstrap_servers: Kafka bootstrap servers.
         redis_url: The online store.
         dlq_topic: Dead-letter topic.
+        late_topic: Late-events topic.
+        offline_log: Root of the offline log (None: no offline log).
         stop_at_end: Stop when every partition is consumed to its end (catch-up
             runs and tests) instead of tailing forever.
         write_retry_s: How long failing online writes are retried before stopping.
+        dedupe_horizon_ms: Duplicate-detection horizon; None = the allowed lateness.
     """
 
     bootstrap_servers: str
     redis_url: str
     dlq_topic: str
+    late_topic: str = "featurestream.late"
+    offline_log: Path | None = None
     stop_at_end: bool = False
     write_retry_s: float = 60.0
+    dedupe_horizon_ms: int | None = None
 
 
 def kafka_flow(
-    views: Sequence[ViewSpec], config: RunConfig, codec: AvroCodec | None = None
+    views: Sequence[ViewSpec],
+    config: RunConfig,
+    codec: AvroCodec | None = None,
+    metrics: FlowMetrics | None = None,
 ) -> Dataflow:
     """The dataflow of ``views`` reading Kafka and writing Redis (no I/O until run).
 
     Args:
         views: The views to run.
         config: Where to read and write.
-        codec: The decoder (default: the checked-in contracts, single-object framing
-            and no registry).
+        codec: The decoder (default: the checked-in contracts, no registry).
+        metrics: Counters to fill (default: a fresh set).
     """
-    topics = sorted({v.topic for v in views})
-    source = KafkaSource(
-        brokers=config.bootstrap_servers.split(","),
-        topics=topics,
-        tail=not config.stop_at_end,
-        starting_offset=OFFSET_BEGINNING,
-        add_config={"enable.partition.eof": "true"} if config.stop_at_end else None,
+    from ..offline.log import OfflineLogSink
+
+    metrics = metrics or FlowMetrics()
+    horizon = config.dedupe_horizon_ms
+    source = KafkaEventSource(
+        config.bootstrap_servers,
+        sorted({v.topic for v in views}),
+        gate_configs(views, None if horizon is None else (lambda _lateness: horizon)),
+        codec or AvroCodec(load_contracts()),
+        stop_at_end=config.stop_at_end,
+        metrics=metrics,
     )
     project = views[0].project if views else ""
     redis_url = config.redis_url
@@ -65,15 +79,15 @@ def kafka_flow(
     def store() -> TileStore:
         return TileStore(connect(redis_url), redis_url)
 
+    producer = {"bootstrap.servers": config.bootstrap_servers, "log.connection.close": False}
     return build_flow(
         views,
-        codec or AvroCodec(load_contracts()),
         source,
-        OnlineTileSink(store, project, config.write_retry_s),
-        DeadLetterSink(
-            {"bootstrap.servers": config.bootstrap_servers, "log.connection.close": False},
-            config.dlq_topic,
-        ),
+        OnlineTileSink(store, project, config.write_retry_s, metrics),
+        RejectedSink(producer, config.dlq_topic, metrics),
+        RejectedSink(producer, config.late_topic, metrics),
+        None if config.offline_log is None else OfflineLogSink(config.offline_log, views),
+        metrics=metrics,
     )
 
 

@@ -13,18 +13,22 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from featurestream.errors import BrokerUnavailable, OnlineStoreUnavailable
 
 from ..online.tile_store import ProgressKey, TileStore
-from .dataflow import DeadLetter, SinkItem
+from .dataflow import Rejected, SinkItem
+from .metrics import FlowMetrics
 
-__all__ = ["DeadLetterSink", "OnlineTileSink"]
+__all__ = ["OnlineTileSink", "RejectedSink"]
 
 log = logging.getLogger(__name__)
 
 
 class _TilePartition(StatelessSinkPartition[SinkItem]):
-    def __init__(self, store: TileStore, project: str, retry_for_s: float) -> None:
+    def __init__(
+        self, store: TileStore, project: str, retry_for_s: float, metrics: FlowMetrics
+    ) -> None:
         self._store = store
         self._project = project
         self._retry_for_s = retry_for_s
+        self._metrics = metrics
 
     def write_batch(self, items: list[SinkItem]) -> None:
         updates = [i.update for i in items if i.update is not None]
@@ -37,7 +41,9 @@ class _TilePartition(StatelessSinkPartition[SinkItem]):
         backoff_s = 0.05
         while True:
             try:
-                self._store.write(updates, progress, project=self._project)
+                started = time.perf_counter()
+                fields = self._store.write(updates, progress, project=self._project)
+                self._metrics.observe_write(fields, time.perf_counter() - started)
                 return
             except OnlineStoreUnavailable as exc:
                 if time.monotonic() + backoff_s > deadline:
@@ -59,20 +65,26 @@ class OnlineTileSink(DynamicSink[SinkItem]):
     """
 
     def __init__(
-        self, store_factory: Callable[[], TileStore], project: str, retry_for_s: float = 60.0
+        self,
+        store_factory: Callable[[], TileStore],
+        project: str,
+        retry_for_s: float = 60.0,
+        metrics: FlowMetrics | None = None,
     ) -> None:
         self._factory = store_factory
         self._project = project
         self._retry_for_s = retry_for_s
+        self._metrics = metrics or FlowMetrics()
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _TilePartition:
-        return _TilePartition(self._factory(), self._project, self._retry_for_s)
+        return _TilePartition(self._factory(), self._project, self._retry_for_s, self._metrics)
 
 
-class _DeadLetterPartition(StatelessSinkPartition[DeadLetter]):
-    def __init__(self, producer: Producer, topic: str) -> None:
+class _RejectedPartition(StatelessSinkPartition[Rejected]):
+    def __init__(self, producer: Producer, topic: str, metrics: FlowMetrics) -> None:
         self._producer = producer
         self._topic = topic
+        self._metrics = metrics
         self._sent = 0
         self._failed: list[str] = []
 
@@ -80,15 +92,11 @@ class _DeadLetterPartition(StatelessSinkPartition[DeadLetter]):
         if err is not None:
             self._failed.append(str(err))
 
-    def write_batch(self, items: list[DeadLetter]) -> None:
+    def write_batch(self, items: list[Rejected]) -> None:
         for item in items:
-            headers: list[tuple[str, str | bytes | None]] = [
-                ("error.kind", item.kind.encode()),
-                ("error.reason", item.reason.encode()),
-                ("source.topic", item.topic.encode()),
-                ("source.partition", str(item.partition).encode()),
-                ("source.offset", str(item.offset).encode()),
-            ]
+            headers = item.headers()
+            if item.kind != "late":
+                self._metrics.dead_lettered[item.kind] += 1
             try:
                 self._producer.produce(
                     self._topic, value=item.value, headers=headers, on_delivery=self._on_delivery
@@ -100,7 +108,8 @@ class _DeadLetterPartition(StatelessSinkPartition[DeadLetter]):
             self._sent += 1
             if self._sent == 1 or self._sent % 1000 == 0:
                 log.warning(
-                    "dead-lettered kind=%s topic=%s partition=%s offset=%s reason=%s total=%d",
+                    "rejected to %s kind=%s topic=%s partition=%s offset=%s reason=%s total=%d",
+                    self._topic,
                     item.kind,
                     item.topic,
                     item.partition,
@@ -111,7 +120,7 @@ class _DeadLetterPartition(StatelessSinkPartition[DeadLetter]):
         remaining = self._producer.flush(30)
         if remaining or self._failed:
             raise BrokerUnavailable(
-                f"dead letters not delivered to {self._topic}: {remaining} pending, "
+                f"messages not delivered to {self._topic}: {remaining} pending, "
                 f"failures {self._failed[:3]}"
             )
 
@@ -119,12 +128,19 @@ class _DeadLetterPartition(StatelessSinkPartition[DeadLetter]):
         self._producer.flush(30)
 
 
-class DeadLetterSink(DynamicSink[DeadLetter]):
-    """Produces undecodable messages to the dead-letter topic with reason headers."""
+class RejectedSink(DynamicSink[Rejected]):
+    """Produces rejected messages (dead letters, late events) to a topic with reason headers.
 
-    def __init__(self, producer_config: dict[str, Any], topic: str) -> None:
+    Each batch is flushed and every delivery checked before the batch counts as
+    written, so nothing rejected is lost silently.
+    """
+
+    def __init__(
+        self, producer_config: dict[str, Any], topic: str, metrics: FlowMetrics | None = None
+    ) -> None:
         self._config = dict(producer_config)
         self._topic = topic
+        self._metrics = metrics or FlowMetrics()
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _DeadLetterPartition:
-        return _DeadLetterPartition(Producer(self._config), self._topic)
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _RejectedPartition:
+        return _RejectedPartition(Producer(self._config), self._topic, self._metrics)

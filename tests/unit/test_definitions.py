@@ -109,6 +109,8 @@ def test_compile_view_with_default_tiles() -> None:
             AggregationSpec("clicks_1h", "count", "event_id", 3_600_000, 60_000),
             AggregationSpec("items_1h", "count_distinct", "item_id", 3_600_000, 60_000),
         ),
+        # types of the join keys and aggregated columns, from the event contract
+        field_types=(("user_id", "long"), ("event_id", "string"), ("item_id", "long")),
     )
 
 

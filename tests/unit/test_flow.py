@@ -1,43 +1,49 @@
-"""The dataflow against Bytewax's testing source and sink, judged by the oracle."""
+"""The dataflow with Bytewax's testing source and sink, judged by the brute-force oracle.
+
+Envelopes are made by the same per-partition gate the Kafka source uses; the
+oracle classifies late and duplicate events independently (brute force).
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
+from typing import Any
 
-from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.testing import TestingSink, TestingSource, run_main
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from featurestream.events import AvroCodec, load_contracts
-from streams.core import AggregationSpec, TileUpdate, ViewSpec, read_view, tile_key
-from streams.flow import DeadLetter, SinkItem, build_flow
+from streams.core import AggregationSpec, ViewSpec, read_view, tile_key
+from streams.core.asof import value_as_of
+from streams.core.gate import PartitionGate
+from streams.flow import LogRow, Rejected, SinkItem, build_flow
+from streams.flow.source import classify
 from tests.oracle import view_values
 
+LATENESS = 30_000
 VIEW = ViewSpec(
     project="p",
     name="user_click_stats",
     topic="clicks",
     join_keys=("user_id",),
     timestamp_field="event_time",
-    allowed_lateness_ms=0,
+    allowed_lateness_ms=LATENESS,
     aggregations=(
         AggregationSpec("clicks_last_5min", "count", "event_id", 300_000, 5_000),
         AggregationSpec("clicks_last_1h", "count", "event_id", 3_600_000, 60_000),
         AggregationSpec("distinct_items_1h", "count_distinct", "item_id", 3_600_000, 60_000),
     ),
+    field_types=(("user_id", "long"), ("event_id", "string"), ("item_id", "long")),
 )
 CODEC = AvroCodec(load_contracts())
 T0 = 1_700_000_000_000
 
 
-def _message(offset: int, value: bytes, partition: int = 0) -> KafkaSourceMessage[bytes, bytes]:
-    return KafkaSourceMessage(None, value, topic="clicks", partition=partition, offset=offset)
-
-
-def _click(user: int, item: int, t: int) -> dict[str, object]:
+def _click(user: int, item: int, t: int, event_id: str | None = None) -> dict[str, Any]:
     return {
-        "event_id": str(uuid.uuid4()),
+        "event_id": event_id or str(uuid.uuid4()),
         "user_id": user,
         "item_id": item,
         "page": "home",
@@ -45,24 +51,50 @@ def _click(user: int, item: int, t: int) -> dict[str, object]:
     }
 
 
-def _run(values: list[bytes]) -> tuple[list[SinkItem], list[DeadLetter]]:
+def _envelopes(partitions: dict[int, list[bytes]], order: list[int]) -> list[Any]:
+    """Messages classified per partition (offset order), interleaved by ``order``."""
+    gates = {p: PartitionGate(LATENESS, LATENESS) for p in partitions}
+    cursor = dict.fromkeys(partitions, 0)
+    out = []
+    for p in order:
+        if p not in partitions:
+            continue
+        offset = cursor[p]
+        if offset < len(partitions[p]):
+            out.append(
+                classify(gates[p], CODEC, "clicks", p, offset, partitions[p][offset], "event_time")
+            )
+            cursor[p] += 1
+    for p, values in partitions.items():  # whatever the order did not reach
+        for offset in range(cursor[p], len(values)):
+            out.append(classify(gates[p], CODEC, "clicks", p, offset, values[offset], "event_time"))
+    return out
+
+
+def _run(
+    envelopes: list[Any],
+) -> tuple[list[SinkItem], list[Rejected], list[Rejected], list[tuple[str, LogRow]]]:
     online: list[SinkItem] = []
-    dead: list[DeadLetter] = []
-    flow = build_flow(
-        [VIEW],
-        CODEC,
-        TestingSource([_message(i, v) for i, v in enumerate(values)]),
-        TestingSink(online),
-        TestingSink(dead),
+    dead: list[Rejected] = []
+    late: list[Rejected] = []
+    log: list[tuple[str, LogRow]] = []
+    run_main(
+        build_flow(
+            [VIEW],
+            TestingSource(envelopes),
+            TestingSink(online),
+            TestingSink(dead),
+            TestingSink(late),
+            TestingSink(log),
+        )
     )
-    run_main(flow)
-    return online, dead
+    return online, dead, late, log
 
 
-def _apply(updates: list[TileUpdate]) -> dict[str, dict[bytes, bytes]]:
+def _redis(items: list[SinkItem]) -> dict[str, dict[bytes, bytes]]:
     """What Redis holds after the updates (HSET/HDEL semantics)."""
     hashes: dict[str, dict[bytes, bytes]] = {}
-    for u in updates:
+    for u in (i.update for i in items if i.update is not None):
         h = hashes.setdefault(u.key, {})
         for f in u.deletes:
             h.pop(f.encode(), None)
@@ -71,33 +103,109 @@ def _apply(updates: list[TileUpdate]) -> dict[str, dict[bytes, bytes]]:
     return hashes
 
 
-events_strategy = st.lists(
-    st.tuples(st.integers(1, 4), st.integers(1, 6), st.integers(0, 2 * 3_600_000)),
+def _oracle_applied(
+    partitions: dict[int, list[dict[str, Any]]],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Brute force: per partition in offset order, late = older than (newest so far -
+    lateness); duplicate = an event id applied before. Everything else is applied."""
+    applied = []
+    late = []
+    for events in partitions.values():
+        newest = None
+        ids: set[str] = set()
+        for e in events:
+            if newest is not None and e["event_time"] < newest - LATENESS:
+                late.append(e)
+                continue
+            if e["event_id"] in ids:
+                continue
+            ids.add(e["event_id"])
+            applied.append(e)
+            newest = e["event_time"] if newest is None else max(newest, e["event_time"])
+    return applied, late
+
+
+# A partition's stream: (user slot, item, time step, kind); kind 0 = normal (jittered
+# within the lateness), 1 = late beyond it, 2 = duplicate of an earlier event.
+streams = st.dictionaries(
+    st.integers(0, 2),
+    st.lists(
+        st.tuples(
+            st.integers(0, 2),
+            st.integers(1, 5),
+            st.integers(0, 90_000),
+            st.sampled_from([0, 0, 0, 0, 1, 2]),
+        ),
+        min_size=1,
+        max_size=60,
+    ),
     min_size=1,
-    max_size=120,
+    max_size=3,
 )
 
 
 @settings(max_examples=40, deadline=None)
-@given(events=events_strategy, read_offset_ms=st.integers(0, 3_700_000))
-def test_online_tiles_equal_oracle_at_any_later_read_time(
-    events: list[tuple[int, int, int]], read_offset_ms: int
+@given(
+    spec=streams,
+    order=st.lists(st.integers(0, 2), max_size=200),
+    read_offsets=st.lists(st.integers(-3_700_000, 3_700_000), min_size=1, max_size=4),
+    jitter=st.integers(0, LATENESS - 1),
+)
+def test_online_and_offline_values_equal_the_oracle(
+    spec: dict[int, list[tuple[int, int, int, int]]],
+    order: list[int],
+    read_offsets: list[int],
+    jitter: int,
 ) -> None:
-    clicks = [_click(u, i, T0 + t) for u, i, t in events]
-    online, dead = _run([CODEC.encode("clicks", c) for c in clicks])
+    records: dict[int, list[dict[str, Any]]] = {}
+    for partition, items in spec.items():
+        t = T0
+        events: list[dict[str, Any]] = []
+        for slot, item, step, kind in items:
+            t += step
+            user = partition * 10 + slot  # users live in one partition, as keyed by Kafka
+            if kind == 2 and events:
+                events.append(dict(events[step % len(events)]))
+            elif kind == 1:
+                events.append(_click(user, item, t - 2 * LATENESS - step))
+            else:
+                events.append(_click(user, item, t - jitter))
+        records[partition] = events
+    encoded = {p: [CODEC.encode("clicks", e) for e in evs] for p, evs in records.items()}
+    online, dead, late, log = _run(_envelopes(encoded, order))
+
+    applied, late_events = _oracle_applied(records)
     assert dead == []
-    hashes = _apply([i.update for i in online if i.update is not None])
-    read_time = max(c["event_time"] for c in clicks) + read_offset_ms  # type: ignore[type-var]
-    for user in {c["user_id"] for c in clicks}:
-        raw = hashes.get(tile_key("p", VIEW.name, str(user)), {})
-        expected = view_values([c for c in clicks if c["user_id"] == user], VIEW, read_time)
-        assert read_view(VIEW, raw, read_time) == expected
+    assert sorted(r.value for r in late) == sorted(CODEC.encode("clicks", e) for e in late_events)
+    assert sorted(r.event_id for _, r in log) == sorted(e["event_id"] for e in applied)
+    hashes = _redis(online)
+    newest = max(e["event_time"] for e in applied)
+    by_user: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for e in applied:
+        by_user[e["user_id"]].append(e)
+    log_by_user: dict[int, list[LogRow]] = defaultdict(list)
+    for _, row in log:
+        log_by_user[row.entity["user_id"]].append(row)
+    for offset in read_offsets:
+        read_time = newest + abs(offset)  # online: read at or after the newest event
+        past = newest + offset  # offline: any time, before or after
+        for user, events in by_user.items():
+            raw = hashes.get(tile_key("p", VIEW.name, str(user)), {})
+            assert read_view(VIEW, raw, read_time) == view_values(events, VIEW, read_time)
+            rows = sorted(log_by_user[user], key=lambda r: r.event_time_ms)
+            times = [r.event_time_ms for r in rows]
+            expected = view_values(events, VIEW, past)
+            for agg in VIEW.aggregations:
+                column = [
+                    r.event_id if agg.column == "event_id" else r.values[agg.column] for r in rows
+                ]
+                assert value_as_of(agg, times, column, past) == expected[agg.name]
 
 
 def test_count_decays_to_zero_when_last_event_leaves_window() -> None:
     clicks = [_click(1, 1, T0), _click(1, 2, T0 + 1_000)]
-    online, _ = _run([CODEC.encode("clicks", c) for c in clicks])
-    raw = _apply([i.update for i in online if i.update is not None])[tile_key("p", VIEW.name, "1")]
+    online, *_ = _run(_envelopes({0: [CODEC.encode("clicks", c) for c in clicks]}, []))
+    raw = _redis(online)[tile_key("p", VIEW.name, "1")]
     tile_end = (T0 + 1_000) // 5_000 * 5_000 + 5_000
     # the last tile holding an event is read until it leaves the 5 min window ...
     assert read_view(VIEW, raw, tile_end + 300_000 - 1)["clicks_last_5min"] == 2
@@ -106,13 +214,35 @@ def test_count_decays_to_zero_when_last_event_leaves_window() -> None:
     assert read_view(VIEW, raw, tile_end + 300_000)["clicks_last_1h"] == 2
 
 
-def test_bad_messages_are_dead_lettered_and_still_advance_progress() -> None:
-    good = CODEC.encode("clicks", _click(1, 1, T0))
-    online, dead = _run([b"garbage", good, good[:-2], b""])
-    assert [(d.offset, d.kind) for d in dead] == [
-        (0, "not_avro"),
-        (2, "truncated"),
-        (3, "empty"),
+def test_a_backlog_after_a_long_outage_is_counted_not_late() -> None:
+    # Events 10 minutes apart in event time (far beyond the 30 s lateness), as a
+    # consumer meets them after an outage: the watermark moves with event time
+    # only, so none of them is late.
+    clicks = [_click(1, i, T0 + i * 600_000) for i in range(6)]
+    online, _, late, log = _run(_envelopes({0: [CODEC.encode("clicks", c) for c in clicks]}, []))
+    assert late == []
+    assert len(log) == 6
+    raw = _redis(online)[tile_key("p", VIEW.name, "1")]
+    values = read_view(VIEW, raw, T0 + 5 * 600_000)
+    assert (values["clicks_last_1h"], values["clicks_last_5min"]) == (6, 1)
+
+
+def test_late_duplicate_and_bad_messages_are_routed_and_still_advance_progress() -> None:
+    on_time = _click(1, 1, T0 + 100_000)
+    messages = [
+        CODEC.encode("clicks", on_time),
+        CODEC.encode("clicks", on_time),  # duplicate
+        CODEC.encode("clicks", _click(1, 2, T0)),  # late: 100 s behind, 30 s allowed
+        b"garbage",
+        CODEC.encode("clicks", _click(1, 3, T0 + 71_000)),  # within lateness: applied
+        CODEC.encode("clicks", on_time)[:-2],
+        b"",
     ]
-    assert sorted(i.offset for i in online) == [0, 1, 2, 3]
-    assert [i.offset for i in online if i.update is not None] == [1]
+    online, dead, late, log = _run(_envelopes({0: messages}, []))
+    assert [(d.offset, d.kind) for d in dead] == [(3, "not_avro"), (5, "truncated"), (6, "empty")]
+    assert [(r.offset, r.kind, r.value) for r in late] == [(2, "late", messages[2])]
+    assert sorted(i.offset for i in online) == list(range(7))
+    assert [i.offset for i in online if i.update is not None] == [0, 4]
+    assert [r.event_id for _, r in log] == [on_time["event_id"], log[1][1].event_id]
+    headers = dict(late[0].headers())
+    assert headers["source.offset"] == b"2" and headers["error.kind"] == b"late"

@@ -1,0 +1,210 @@
+"""The append-only offline log: every applied event of every view, as Parquet.
+
+Layout: ``{root}/{view}/date=YYYY-MM-DD/part-{seq:09d}.parquet`` with an explicit
+schema per view (join keys, ``event_time`` as UTC timestamp in ms, ``event_id``,
+the aggregated columns). File numbers are deterministic per view: they are kept
+in the sink's Bytewax snapshot, and a resumed run first deletes the files
+numbered after its snapshot and then writes them again, so a replay overwrites
+instead of duplicating. Readers also drop repeated ``event_id``s.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+
+from featurestream.errors import ConfigError
+
+from ..core import ViewSpec
+from ..flow.dataflow import LogRow
+
+__all__ = ["EntityEvents", "OfflineLogSink", "log_schema", "read_view_log"]
+
+_ARROW = {
+    "long": pa.int64(),
+    "int": pa.int32(),
+    "double": pa.float64(),
+    "float": pa.float32(),
+    "string": pa.string(),
+    "boolean": pa.bool_(),
+}
+_FILE = re.compile(r"part-(\d{9})\.parquet$")
+_FLUSH_ROWS = 50_000
+_FLUSH_S = 2.0
+
+
+def log_schema(view: ViewSpec) -> pa.Schema:
+    """The explicit Parquet schema of ``view``'s log."""
+    types = dict(view.field_types)
+    fields = [pa.field(k, _ARROW[types[k]], nullable=False) for k in view.join_keys]
+    fields += [
+        pa.field("event_time", pa.timestamp("ms", tz="UTC"), nullable=False),
+        pa.field("event_id", pa.string(), nullable=False),
+    ]
+    fields += [
+        pa.field(c, _ARROW[types[c]])
+        for c in view.columns
+        if c not in view.join_keys and c != "event_id"
+    ]
+    return pa.schema(fields)
+
+
+def _date(event_time_ms: int) -> str:
+    return datetime.fromtimestamp(event_time_ms / 1000, tz=UTC).strftime("%Y-%m-%d")
+
+
+class _ViewLog(StatefulSinkPartition[LogRow, int]):
+    def __init__(self, root: Path, view: ViewSpec, next_seq: int) -> None:
+        self._dir = root / view.name
+        self._view = view
+        self._schema = log_schema(view)
+        self._names = self._schema.names
+        self._seq = next_seq
+        self._rows: list[LogRow] = []
+        self._last_flush = time.monotonic()
+        self._drop_from(next_seq)
+
+    def _drop_from(self, seq: int) -> None:
+        """Delete files a crashed run wrote after its last snapshot (they are rewritten)."""
+        if not self._dir.is_dir():
+            return
+        for path in self._dir.glob("date=*/part-*.parquet"):
+            match = _FILE.search(path.name)
+            if match and int(match.group(1)) >= seq:
+                path.unlink()
+
+    def write_batch(self, values: list[LogRow]) -> None:
+        self._rows.extend(values)
+        if len(self._rows) >= _FLUSH_ROWS or time.monotonic() - self._last_flush > _FLUSH_S:
+            self._flush()
+
+    def _flush(self) -> None:
+        self._last_flush = time.monotonic()
+        if not self._rows:
+            return
+        by_date: dict[str, list[LogRow]] = defaultdict(list)
+        for row in self._rows:
+            by_date[_date(row.event_time_ms)].append(row)
+        self._rows = []
+        for date in sorted(by_date):
+            rows = by_date[date]
+            columns: dict[str, list[Any]] = {name: [] for name in self._names}
+            for row in rows:
+                for name in self._names:
+                    if name == "event_time":
+                        columns[name].append(row.event_time_ms)
+                    elif name == "event_id":
+                        columns[name].append(row.event_id)
+                    elif name in row.entity:
+                        columns[name].append(row.entity[name])
+                    else:
+                        columns[name].append(row.values.get(name))
+            table = pa.Table.from_pydict(columns, schema=self._schema)
+            folder = self._dir / f"date={date}"
+            folder.mkdir(parents=True, exist_ok=True)
+            final = folder / f"part-{self._seq:09d}.parquet"
+            tmp = final.with_suffix(".tmp")
+            pq.write_table(table, tmp)
+            os.replace(tmp, final)
+            self._seq += 1
+
+    def snapshot(self) -> int:
+        self._flush()
+        return self._seq
+
+    def close(self) -> None:
+        self._flush()
+
+
+class OfflineLogSink(FixedPartitionedSink[LogRow, int]):
+    """Bytewax sink writing the offline log, one partition per view.
+
+    Items are ``(view name, LogRow)`` pairs.
+    """
+
+    def __init__(self, root: Path, views: Sequence[ViewSpec]) -> None:
+        self._root = root
+        self._views = {v.name: v for v in views}
+        self._parts = sorted(self._views)
+
+    def list_parts(self) -> list[str]:
+        return list(self._parts)
+
+    def part_fn(self, item_key: str) -> int:
+        return self._parts.index(item_key)
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _ViewLog:
+        return _ViewLog(self._root, self._views[for_part], resume_state or 0)
+
+
+class EntityEvents:
+    """One entity's applied events of one view, sorted by event time."""
+
+    __slots__ = ("columns", "times_ms")
+
+    def __init__(self, times_ms: list[int], columns: dict[str, list[Any]]) -> None:
+        self.times_ms = times_ms
+        self.columns = columns
+
+
+def read_view_log(
+    root: Path, view: ViewSpec, entities: Iterable[tuple[Any, ...]] | None = None
+) -> dict[tuple[Any, ...], EntityEvents]:
+    """The applied events of ``view`` per entity (join key values), duplicates dropped.
+
+    Raises:
+        ConfigError: when a log file is unreadable.
+    """
+    folder = root / view.name
+    if not folder.is_dir():
+        return {}
+    try:
+        dataset = ds.dataset(
+            folder,
+            format="parquet",
+            partitioning="hive",
+            schema=log_schema(view).append(pa.field("date", pa.string())),
+        )
+        flt = None
+        wanted = None if entities is None else list(entities)
+        if wanted is not None and len(view.join_keys) == 1:
+            key = view.join_keys[0]
+            flt = ds.field(key).isin([e[0] for e in wanted])
+        table = dataset.to_table(filter=flt)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ConfigError(f"offline log of {view.name} at {folder} is unreadable: {exc}") from exc
+    table = table.sort_by([("event_time", "ascending"), ("event_id", "ascending")])
+    keys = [table.column(k).to_pylist() for k in view.join_keys]
+    times = table.column("event_time").cast(pa.int64()).to_pylist()
+    ids = table.column("event_id").to_pylist()
+    cols = {
+        c: (table.column(c).to_pylist() if c in table.column_names else ids) for c in view.columns
+    }
+    out: dict[tuple[Any, ...], EntityEvents] = {}
+    seen: set[str] = set()
+    wanted_set = None if wanted is None else set(wanted)
+    for i, event_id in enumerate(ids):
+        if event_id in seen:
+            continue
+        seen.add(event_id)
+        entity = tuple(k[i] for k in keys)
+        if wanted_set is not None and entity not in wanted_set:
+            continue
+        events = out.get(entity)
+        if events is None:
+            events = out[entity] = EntityEvents([], {c: [] for c in view.columns})
+        events.times_ms.append(times[i])
+        for c in view.columns:
+            events.columns[c].append(cols[c][i])
+    return out
