@@ -8,6 +8,7 @@ stderr with the fix, never a traceback.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import sys
 import time
@@ -398,6 +399,22 @@ def bench_producer_cmd(events: int, rounds: int, out: Path) -> None:
         f"generate+encode only: {result['generate_and_encode_events_per_s']}"
     )
     click.echo(f"written: {out / 'producer.json'}, {out / 'producer.md'}")
+
+
+@bench.command("engine")
+@click.option("--events", default=500_000, show_default=True, type=click.IntRange(min=1000))
+@click.option("--reads", default=2000, show_default=True, type=click.IntRange(min=10))
+@click.option(
+    "--out", default=Path("bench/results"), show_default=True, type=click.Path(path_type=Path)
+)
+@_one_line_errors
+def bench_engine_cmd(events: int, reads: int, out: Path) -> None:
+    """Engine events/s, state bytes per entity, Feast read latency."""
+    from featurestream.bench.engine import bench_engine
+
+    command = f"featurestream bench engine --events {events} --reads {reads}"
+    result = bench_engine(events, reads, out, command)
+    click.echo(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
 
 
 def main() -> None:

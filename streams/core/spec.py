@@ -6,6 +6,7 @@ without importing Feast. ``streams.definitions`` builds them from the registry.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -93,13 +94,23 @@ class ViewSpec:
         """Aggregated event fields, each once, in order."""
         return tuple(dict.fromkeys(a.column for a in self.aggregations))
 
-    @property
+    @functools.cached_property
     def slots(self) -> dict[str, AggregationSpec]:
-        """One representative aggregation per distinct tile slot."""
+        """One representative aggregation per distinct tile slot (do not mutate)."""
         out: dict[str, AggregationSpec] = {}
         for agg in self.aggregations:
             out.setdefault(agg.slot, agg)
         return out
+
+    @functools.cached_property
+    def slot_items(self) -> tuple[tuple[str, AggregationSpec], ...]:
+        """``(slot, aggregation)`` pairs in a fixed order: the layout of the state."""
+        return tuple(self.slots.items())
+
+    @functools.cached_property
+    def slot_names(self) -> tuple[str, ...]:
+        """The slots in state-layout order (one shared tuple per view)."""
+        return tuple(self.slots)
 
     @property
     def retention_ms(self) -> int:

@@ -14,6 +14,8 @@ Online layout (one Redis hash per view and entity, read in one round trip):
 
 from __future__ import annotations
 
+from array import array
+from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -109,21 +111,43 @@ class TileUpdate:
 class EntityTiles:
     """The tiles of one entity in one view: the per-key state of the dataflow.
 
-    Picklable (Bytewax snapshots it); holds only tiles still inside
-    ``view.retention_ms`` of the newest event applied.
+    Compact: per tile slot, a sorted ``array('q')`` of tile indices and the
+    partials in a parallel container (``array('q')`` for counts, a list for the
+    others); only tiles within ``view.retention_ms`` of the newest event applied
+    are kept. Picklable (Bytewax snapshots it).
     """
 
-    __slots__ = ("max_event_ms", "tiles")
+    __slots__ = ("_idx", "_slots", "_vals", "max_event_ms")
 
     def __init__(self) -> None:
-        self.tiles: dict[str, dict[int, Partial]] = {}
         self.max_event_ms: int = -1
+        self._slots: tuple[str, ...] = ()
+        self._idx: list[array[int]] = []
+        self._vals: list[Any] = []
 
-    def __getstate__(self) -> tuple[dict[str, dict[int, Partial]], int]:
-        return (self.tiles, self.max_event_ms)
+    def __getstate__(self) -> tuple[int, tuple[str, ...], list[array[int]], list[Any]]:
+        return (self.max_event_ms, self._slots, self._idx, self._vals)
 
-    def __setstate__(self, state: tuple[dict[str, dict[int, Partial]], int]) -> None:
-        self.tiles, self.max_event_ms = state
+    def __setstate__(self, state: tuple[int, tuple[str, ...], list[array[int]], list[Any]]) -> None:
+        self.max_event_ms, self._slots, self._idx, self._vals = state
+
+    @property
+    def tiles(self) -> dict[str, dict[int, Partial]]:
+        """The tiles as ``{slot: {tile index: partial}}`` (a copy, for reads and tests)."""
+        return {
+            slot: dict(zip(idx, vals, strict=True))
+            for slot, idx, vals in zip(self._slots, self._idx, self._vals, strict=True)
+        }
+
+    def _layout(self, view: ViewSpec) -> None:
+        """Arrange the containers for ``view``'s slots, keeping tiles of slots it still has."""
+        old = dict(zip(self._slots, zip(self._idx, self._vals, strict=True), strict=True))
+        self._slots = view.slot_names
+        self._idx, self._vals = [], []
+        for slot, agg in view.slot_items:
+            idx, vals = old.get(slot, (array("q"), array("q") if agg.function == "count" else []))
+            self._idx.append(idx)
+            self._vals.append(vals)
 
     def apply(self, view: ViewSpec, key: str, event: Mapping[str, Any]) -> TileUpdate:
         """Add one event to its tiles and return the online update.
@@ -133,20 +157,34 @@ class EntityTiles:
             key: The Redis key of this entity (see :func:`tile_key`).
             event: The decoded event; ``view.timestamp_field`` is in milliseconds.
         """
+        if self._slots is not view.slot_names:
+            self._layout(view)
         event_ms = int(event[view.timestamp_field])
         sets: dict[str, bytes] = {}
-        for slot, agg in view.slots.items():
-            aggregator = agg.aggregator
-            index = event_ms // agg.tile_ms
-            slot_tiles = self.tiles.setdefault(slot, {})
+        for pos, (slot, agg) in enumerate(view.slot_items):
             value = event.get(agg.column)
             if value is None and agg.function != "count":
                 continue
             if agg.function == "last":
                 value = (event_ms, value)
-            current = slot_tiles.get(index)
-            partial = aggregator.add(aggregator.initialize() if current is None else current, value)
-            slot_tiles[index] = partial
+            aggregator = agg.aggregator
+            index = event_ms // agg.tile_ms
+            idx = self._idx[pos]
+            vals = self._vals[pos]
+            n = len(idx)
+            if n and idx[-1] == index:
+                i = n - 1
+            elif not n or idx[-1] < index:
+                idx.append(index)
+                vals.append(aggregator.initialize())
+                i = n
+            else:
+                i = bisect_left(idx, index)
+                if i == n or idx[i] != index:
+                    idx.insert(i, index)
+                    vals.insert(i, aggregator.initialize())
+            partial = aggregator.add(vals[i], value)
+            vals[i] = partial
             sets[tile_field(slot, index)] = aggregator.encode(partial)
         deletes: tuple[str, ...] = ()
         if event_ms > self.max_event_ms:
@@ -158,12 +196,12 @@ class EntityTiles:
     def _evict(self, view: ViewSpec) -> tuple[str, ...]:
         horizon_ms = self.max_event_ms - view.retention_ms
         dropped: list[str] = []
-        for slot, agg in view.slots.items():
-            slot_tiles = self.tiles.get(slot)
-            if not slot_tiles:
+        for pos, (slot, agg) in enumerate(view.slot_items):
+            idx = self._idx[pos]
+            if not idx or idx[0] >= horizon_ms // agg.tile_ms:
                 continue
-            oldest_kept = horizon_ms // agg.tile_ms
-            for index in [i for i in slot_tiles if i < oldest_kept]:
-                del slot_tiles[index]
-                dropped.append(tile_field(slot, index))
+            k = bisect_left(idx, horizon_ms // agg.tile_ms)
+            dropped += [tile_field(slot, i) for i in idx[:k]]
+            del idx[:k]
+            del self._vals[pos][:k]
         return tuple(dropped)

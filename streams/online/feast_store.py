@@ -132,18 +132,7 @@ class TiledRedisOnlineStore(RedisOnlineStore):
         spec = self._spec(config, table)
         entities = [_entity_of(spec, key) for key in entity_keys]
         (rows,) = self._tile_store(config).read([(spec, entities)], self.clock())
-        wanted = set(requested) if requested else None
-        types = {a.name: a.aggregator.value_type for a in spec.aggregations}
-        out: list[tuple[datetime | None, dict[str, ValueProto] | None]] = []
-        for values, last_ms in rows:
-            protos = {
-                name: _to_proto(types[name], value)
-                for name, value in values.items()
-                if value is not None and (wanted is None or name in wanted)
-            }
-            ts = None if last_ms is None else datetime.fromtimestamp(last_ms / 1000, tz=UTC)
-            out.append((ts, protos))
-        return out
+        return _to_rows(spec, rows, requested)
 
     def online_read(
         self,
@@ -239,17 +228,26 @@ class TiledRedisOnlineStore(RedisOnlineStore):
         full_feature_names: bool,
         include_version: bool,
     ) -> None:
+        # Every stream view of the request in one pipelined round trip.
+        work = []
         for table, requested in grouped_refs:
             if not self._is_tiled(table):
                 continue
             values, idxs, output_len = feast_utils._get_unique_entities(
                 table, join_key_values, entity_name_to_join_key_map
             )
+            spec = self._spec(config, table)
             keys = feast_utils._get_entity_key_protos(values)
-            rows = self._read_tiled(config, table, keys, requested)
+            work.append(
+                (table, requested, spec, [_entity_of(spec, k) for k in keys], idxs, output_len)
+            )
+        if not work:
+            return
+        results = self._tile_store(config).read([(w[2], w[3]) for w in work], self.clock())
+        for (table, requested, spec, _, idxs, output_len), rows in zip(work, results, strict=True):
             feast_utils._populate_response_from_feature_data(
                 requested,
-                rows,
+                _to_rows(spec, rows, requested),
                 idxs,
                 response,
                 full_feature_names,
@@ -265,6 +263,23 @@ def _entity_of(spec: ViewSpec, entity_key: Any) -> str:
         for name, value in zip(entity_key.join_keys, entity_key.entity_values, strict=True)
     }
     return entity_id([by_name[k] for k in spec.join_keys])
+
+
+def _to_rows(
+    spec: ViewSpec, rows: list[tuple[dict[str, Any], int | None]], requested: list[str] | None
+) -> list[tuple[datetime | None, dict[str, ValueProto] | None]]:
+    wanted = set(requested) if requested else None
+    types = {a.name: a.aggregator.value_type for a in spec.aggregations}
+    out: list[tuple[datetime | None, dict[str, ValueProto] | None]] = []
+    for values, last_ms in rows:
+        protos = {
+            name: _to_proto(types[name], value)
+            for name, value in values.items()
+            if value is not None and (wanted is None or name in wanted)
+        }
+        ts = None if last_ms is None else datetime.fromtimestamp(last_ms / 1000, tz=UTC)
+        out.append((ts, protos))
+    return out
 
 
 def _to_proto(value_type: str, value: Any) -> ValueProto:

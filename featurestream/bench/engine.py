@@ -1,0 +1,169 @@
+"""``featurestream bench engine``: engine throughput, state size and Feast read latency.
+
+On a fresh embedded stack: produce N clicks (100k Zipf users), then time
+``featurestream run --stop-at-end`` over them (a process, as users run it), then
+read ``user_click_stats`` through ``FeatureStore.get_online_features`` for single
+random users. State size is measured by applying the same events to the engine's
+per-entity state object.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+from featurestream.cli.produce import KafkaSink, produce_generated
+from featurestream.events import AvroCodec, load_contracts
+from featurestream.settings import Settings
+from featurestream.stack import down, up
+from producers import Emission, EventProducer, TrafficConfig, TrafficGenerator
+
+from .machine import describe_machine
+
+__all__ = ["bench_engine"]
+
+VIEW = "user_click_stats"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _state_size(view: Any, records: list[dict[str, Any]]) -> dict[str, float]:
+    from streams.core import EntityTiles
+
+    tracemalloc.start()
+    states: dict[int, EntityTiles] = {}
+    for record in records:
+        state = states.get(record["user_id"])
+        if state is None:
+            state = states[record["user_id"]] = EntityTiles()
+        state.apply(view, "k", record)
+    in_memory, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    pickled = sum(len(pickle.dumps(s, protocol=5)) for s in states.values())
+    n = len(states)
+    return {
+        "active_entities": n,
+        "bytes_in_memory_per_entity": round(in_memory / n),
+        "bytes_pickled_per_entity": round(pickled / n),
+    }
+
+
+def bench_engine(events: int, reads: int, out_dir: Path, command: str) -> dict[str, Any]:
+    """Run the benchmark and write ``engine.{json,md}``."""
+    from streams.definitions import compile_registry
+    from streams.repo import apply_repo, open_store
+
+    results: dict[str, Any] = {"command": command, "events": events, "machine": describe_machine()}
+    work = Path(tempfile.mkdtemp(prefix="fs-bench-"))
+    repo = work / "feature_repo"
+    shutil.copytree(
+        Path("feature_repo"), repo, ignore=shutil.ignore_patterns("data", "__pycache__")
+    )
+    settings = Settings(
+        state_dir=work / "state", broker_port=_free_port(), redis_port=_free_port(), repo_path=repo
+    )
+    up(settings)
+    try:
+        apply_repo(repo, settings.online_redis_url)
+        store = open_store(repo, settings.online_redis_url)
+        view = next(v for v in compile_registry(store) if v.name == VIEW)
+        records: list[dict[str, Any]] = []
+
+        def keep(emission: Emission) -> None:
+            if emission.record is not None:
+                records.append(emission.record)
+
+        generator = TrafficGenerator(
+            TrafficConfig(topic="clicks", users=100_000, seed=7), AvroCodec(load_contracts())
+        )
+        now_ms = time.time_ns() // 1_000_000
+        rate = events / 3000  # spread over the last 50 minutes
+        produce_generated(
+            generator,
+            KafkaSink(EventProducer(settings.bootstrap_servers)),
+            rate=rate,
+            total=events,
+            pace=False,
+            start_ms=now_ms - int(events / rate * 1000),
+            on_emission=keep,
+        )
+
+        env = {
+            **os.environ,
+            "FEATURESTREAM_BROKER_PORT": str(settings.broker_port),
+            "FEATURESTREAM_REDIS_PORT": str(settings.redis_port),
+            "FEATURESTREAM_REPO_PATH": str(repo),
+            "FEATURESTREAM_STATE_DIR": str(work / "s2"),
+            "FEATURESTREAM_METRICS_PORT": "0",
+        }
+        started = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "featurestream.cli", "run", VIEW, "--stop-at-end"],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=3600,
+        )
+        elapsed = time.perf_counter() - started
+        results["run_seconds"] = round(elapsed, 2)
+        results["run_events_per_s"] = round(events / elapsed)
+
+        users = sorted({r["user_id"] for r in records})
+        features = [f"{VIEW}:{a.name}" for a in view.aggregations]
+        rng = random.Random(1)  # noqa: S311 - sampling users to read, not security
+        for _ in range(50):  # warm up
+            store.get_online_features(features=features, entity_rows=[{"user_id": users[0]}])
+        latencies = []
+        for _ in range(reads):
+            user = rng.choice(users)
+            t0 = time.perf_counter()
+            store.get_online_features(features=features, entity_rows=[{"user_id": user}])
+            latencies.append((time.perf_counter() - t0) * 1000)
+        results["read_ms"] = {
+            "p50": round(statistics.median(latencies), 3),
+            "p99": round(_percentile(latencies, 0.99), 3),
+            "reads": reads,
+        }
+        results["state"] = _state_size(view, records)
+    finally:
+        down(settings)
+        shutil.rmtree(work, ignore_errors=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "engine.json").write_text(json.dumps(results, indent=2) + "\n")
+    m, st, rd = results["machine"], results["state"], results["read_ms"]
+    (out_dir / "engine.md").write_text(
+        "# Engine\n\n"
+        f"`{command}` on {m['cores']} cores ({m['cpu']}), Python {m['python']}, {m['when']}.\n\n"
+        f"- `featurestream run {VIEW} --stop-at-end` over {events:,} clicks (100k Zipf users, "
+        f"event times over 50 min), one process, broker and Redis on the same machine, "
+        f"including process start: **{results['run_events_per_s']:,} events/s** "
+        f"({results['run_seconds']} s).\n"
+        f"- Engine state per active entity ({st['active_entities']:,} entities, the view's 3 "
+        f"aggregations): **{st['bytes_in_memory_per_entity']:,} B in memory**, "
+        f"{st['bytes_pickled_per_entity']:,} B snapshotted.\n"
+        f"- `FeatureStore.get_online_features`, one entity, all features of `{VIEW}` merged "
+        f"from tiles, in process: **p50 {rd['p50']} ms, p99 {rd['p99']} ms** ({reads:,} reads).\n"
+    )
+    return results
