@@ -1,0 +1,126 @@
+"""Batch and on-demand views keep working next to stream views, online and offline."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from featurestream.settings import Settings
+from producers import ClickTraffic, EventProducer
+from streams.definitions import compile_registry
+from streams.flow.runner import RunConfig, kafka_flow, run_flow
+from streams.offline.feast_store import log_root
+from streams.online.feast_store import TiledRedisOnlineStore
+from streams.repo import apply_repo, open_store
+from tests.support import copy_feature_repo
+
+EXTRA_VIEWS = """
+from datetime import timedelta
+from typing import Any
+
+from feast import FeatureView, Field, FileSource
+from feast.on_demand_feature_view import on_demand_feature_view
+from feast.types import Float64, Int64
+
+from entities import user
+from user_click_stats import user_click_stats
+
+user_age = FeatureView(
+    name="user_age",
+    entities=[user],
+    ttl=timedelta(days=3650),
+    schema=[Field(name="age", dtype=Int64)],
+    source=FileSource(name="user_age_src", path="data/user_age.parquet",
+                      timestamp_field="event_timestamp"),
+)
+
+
+@on_demand_feature_view(
+    sources=[user_click_stats, user_age],
+    schema=[Field(name="clicks_per_year", dtype=Float64)],
+    mode="python",
+)
+def clicks_per_year(inputs: dict[str, Any]) -> dict[str, Any]:
+    return {"clicks_per_year": [c / a for c, a in zip(inputs["clicks_last_1h"], inputs["age"])]}
+"""
+
+
+def test_batch_and_on_demand_views_through_featurestream_stores(
+    local_stack: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = copy_feature_repo(tmp_path)
+    (repo / "extra_views.py").write_text(EXTRA_VIEWS)
+    first_user = 40_000_000 + (uuid.uuid4().int % 1000) * 10
+    users = [first_user + i for i in range(3)]
+    (repo / "data").mkdir(exist_ok=True)
+    pd.DataFrame(
+        {
+            "user_id": users,
+            "age": [20, 40, 50],
+            "event_timestamp": pd.to_datetime(["2020-01-01"] * 3, utc=True),
+        }
+    ).to_parquet(repo / "data" / "user_age.parquet")
+    apply_repo(repo, local_stack.online_redis_url)
+    store = open_store(repo, local_stack.online_redis_url)
+    store.materialize_incremental(end_date=pd.Timestamp.now(tz="UTC").to_pydatetime())
+
+    now_ms = time.time_ns() // 1_000_000
+    clicks = list(
+        ClickTraffic(users=3, seed=5, first_user=first_user).clicks(
+            now_ms - 20_000, rate_per_s=10, count=200
+        )
+    )
+    with EventProducer(local_stack.bootstrap_servers) as producer:
+        for click in clicks:
+            producer.send(click)
+    run_flow(
+        kafka_flow(
+            compile_registry(store),
+            RunConfig(
+                local_stack.bootstrap_servers,
+                local_stack.online_redis_url,
+                local_stack.dlq_topic,
+                local_stack.late_topic,
+                offline_log=log_root(store.config),
+                stop_at_end=True,
+            ),
+        )
+    )
+
+    counts = {u: sum(1 for c in clicks if c.user_id == u) for u in users}
+    read_ms = max(c.event_time for c in clicks) + 1_000
+    monkeypatch.setattr(TiledRedisOnlineStore, "clock", staticmethod(lambda: read_ms))
+    features = [
+        "user_click_stats:clicks_last_1h",
+        "user_age:age",
+        "clicks_per_year:clicks_per_year",
+    ]
+    online = store.get_online_features(
+        features=features, entity_rows=[{"user_id": u} for u in users]
+    ).to_dict()
+    assert online["age"] == [20, 40, 50]  # batch view, delegated to Feast's Redis store
+    assert online["clicks_last_1h"] == [counts[u] for u in users]  # merged tiles
+    assert online["clicks_per_year"] == [
+        counts[u] / a for u, a in zip(users, [20, 40, 50], strict=True)
+    ]
+
+    training = (
+        store.get_historical_features(
+            entity_df=pd.DataFrame(
+                {
+                    "user_id": users,
+                    "event_timestamp": pd.to_datetime([read_ms] * 3, unit="ms", utc=True),
+                }
+            ),
+            features=features,
+        )
+        .to_df()
+        .sort_values("user_id")
+    )
+    assert training["age"].tolist() == [20, 40, 50]
+    assert training["clicks_last_1h"].tolist() == [counts[u] for u in users]
+    assert training["clicks_per_year"].tolist() == online["clicks_per_year"]
