@@ -72,3 +72,26 @@ def consume_all(
         return out
     finally:
         consumer.close()
+
+
+def run_engine_to_end(settings: Any, repo: Path) -> None:
+    """Run every stream view of ``repo`` over what the topics hold, then stop."""
+    from streams.definitions import compile_registry
+    from streams.flow.runner import RunConfig, kafka_flow, run_flow
+    from streams.offline.feast_store import log_root
+    from streams.repo import open_store
+
+    store = open_store(repo, settings.online_redis_url)
+    run_flow(
+        kafka_flow(
+            compile_registry(store),
+            RunConfig(
+                bootstrap_servers=settings.bootstrap_servers,
+                redis_url=settings.online_redis_url,
+                dlq_topic=settings.dlq_topic,
+                late_topic=settings.late_topic,
+                offline_log=log_root(store.config),
+                stop_at_end=True,
+            ),
+        )
+    )

@@ -21,11 +21,13 @@ _pack_double = struct.Struct("<d").pack
 _pack_float = struct.Struct("<f").pack
 
 
-def _varint(n: int) -> bytes:
-    """Zig-zag encode a signed 64-bit integer as Avro's variable-length long."""
+_SMALL = tuple(bytes((z,)) for z in range(128))
+
+
+def _varint_fast(n: int) -> bytes:
     z = (n << 1) ^ (n >> 63)
     if z < 0x80:
-        return bytes((z,))
+        return _SMALL[z]
     out = bytearray()
     while z >= 0x80:
         out.append((z & 0x7F) | 0x80)
@@ -40,7 +42,7 @@ def _long(lo: int, hi: int) -> Callable[[Any], bytes]:
             raise TypeError(f"expected int, got {type(v).__name__} {v!r}")
         if not lo <= v <= hi:
             raise ValueError(f"{v} does not fit the Avro type")
-        return _varint(v)
+        return _varint_fast(v)
 
     return write
 
@@ -49,7 +51,7 @@ def _string(v: Any) -> bytes:
     if type(v) is not str:
         raise TypeError(f"expected str, got {type(v).__name__} {v!r}")
     data = v.encode()
-    return _varint(len(data)) + data
+    return _varint_fast(len(data)) + data
 
 
 def _double(v: Any) -> bytes:
@@ -87,21 +89,6 @@ def _check_long(name: str, lo: int, hi: int, v: Any) -> None:
         raise TypeError(f"{name}: expected int, got {type(v).__name__} {v!r}")
     if not lo <= v <= hi:
         raise ValueError(f"{name}: {v} does not fit the Avro type")
-
-
-_SMALL = tuple(bytes((z,)) for z in range(128))
-
-
-def _varint_fast(n: int) -> bytes:
-    z = (n << 1) ^ (n >> 63)
-    if z < 0x80:
-        return _SMALL[z]
-    out = bytearray()
-    while z >= 0x80:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
 
 
 def compile_writer(parsed: Any) -> Callable[[Mapping[str, Any]], bytes] | None:

@@ -16,28 +16,13 @@ from featurestream.events import AvroCodec, load_contracts
 from featurestream.settings import Settings
 from producers import ClickTraffic, EventProducer, TrafficConfig, TrafficGenerator
 from streams.definitions import compile_registry
-from streams.flow.runner import RunConfig, kafka_flow, run_flow
-from streams.offline.feast_store import log_root
 from streams.online.feast_store import TiledRedisOnlineStore
 from streams.repo import open_store
 from tests.oracle import view_values
-from tests.support import consume_all
+from tests.support import consume_all, run_engine_to_end
 
 VIEW = "user_click_stats"
 MIN = 60_000
-
-
-def _run_to_end(settings: Settings, repo: Path) -> None:
-    store = open_store(repo, settings.online_redis_url)
-    config = RunConfig(
-        bootstrap_servers=settings.bootstrap_servers,
-        redis_url=settings.online_redis_url,
-        dlq_topic=settings.dlq_topic,
-        late_topic=settings.late_topic,
-        offline_log=log_root(store.config),
-        stop_at_end=True,
-    )
-    run_flow(kafka_flow(compile_registry(store), config))
 
 
 def test_online_features_equal_oracle_and_decay_with_the_flow_stopped(
@@ -59,7 +44,7 @@ def test_online_features_equal_oracle_and_decay_with_the_flow_stopped(
                 producer.produce_raw("clicks", b"1", marker)
     assert producer.stats.delivered == len(clicks) + 3
 
-    _run_to_end(local_stack, repo)
+    run_engine_to_end(local_stack, repo)
 
     store = open_store(repo, local_stack.online_redis_url)
     view = next(v for v in compile_registry(store) if v.name == VIEW)
@@ -105,7 +90,7 @@ def test_purchase_sums_means_and_maxima_are_exact_through_feast(
     with EventProducer(local_stack.bootstrap_servers) as producer:
         for record in records:
             producer.send_record("purchases", record)
-    _run_to_end(local_stack, repo)
+    run_engine_to_end(local_stack, repo)
 
     store = open_store(repo, local_stack.online_redis_url)
     view = next(v for v in compile_registry(store) if v.name == "user_purchase_stats")
@@ -175,7 +160,7 @@ def test_late_duplicate_and_bad_traffic_online_and_training_data_equal_oracle(
                 producer.send_record("clicks", e.record)
             else:
                 producer.produce_raw("clicks", e.key, e.value)
-    _run_to_end(local_stack, repo)
+    run_engine_to_end(local_stack, repo)
 
     keys = {str(u).encode() for u in range(first_user, first_user + 60)}
     # The topic is shared with earlier tests: their events count for each partition's

@@ -11,12 +11,9 @@ import pytest
 
 from featurestream.settings import Settings
 from producers import ClickTraffic, EventProducer
-from streams.definitions import compile_registry
-from streams.flow.runner import RunConfig, kafka_flow, run_flow
-from streams.offline.feast_store import log_root
 from streams.online.feast_store import TiledRedisOnlineStore
 from streams.repo import apply_repo, open_store
-from tests.support import copy_feature_repo
+from tests.support import copy_feature_repo, run_engine_to_end
 
 EXTRA_VIEWS = """
 from datetime import timedelta
@@ -77,19 +74,7 @@ def test_batch_and_on_demand_views_through_featurestream_stores(
     with EventProducer(local_stack.bootstrap_servers) as producer:
         for click in clicks:
             producer.send(click)
-    run_flow(
-        kafka_flow(
-            compile_registry(store),
-            RunConfig(
-                local_stack.bootstrap_servers,
-                local_stack.online_redis_url,
-                local_stack.dlq_topic,
-                local_stack.late_topic,
-                offline_log=log_root(store.config),
-                stop_at_end=True,
-            ),
-        )
-    )
+    run_engine_to_end(local_stack, repo)
 
     counts = {u: sum(1 for c in clicks if c.user_id == u) for u in users}
     read_ms = max(c.event_time for c in clicks) + 1_000

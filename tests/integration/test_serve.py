@@ -12,10 +12,7 @@ from pathlib import Path
 
 from featurestream.settings import Settings
 from producers import ClickTraffic, EventProducer
-from streams.definitions import compile_registry
-from streams.flow.runner import RunConfig, kafka_flow, run_flow
-from streams.repo import open_store
-from tests.support import free_port, wait_until
+from tests.support import free_port, run_engine_to_end, wait_until
 
 
 def _get(url: str) -> int:
@@ -37,18 +34,7 @@ def test_feature_server_answers_with_exact_windows(local_stack: Settings, repo: 
     with EventProducer(local_stack.bootstrap_servers) as producer:
         for click in clicks:
             producer.send(click)
-    store = open_store(repo, local_stack.online_redis_url)
-    run_flow(
-        kafka_flow(
-            compile_registry(store),
-            RunConfig(
-                local_stack.bootstrap_servers,
-                local_stack.online_redis_url,
-                local_stack.dlq_topic,
-                stop_at_end=True,
-            ),
-        )
-    )
+    run_engine_to_end(local_stack, repo)
 
     port = free_port()
     env = {
