@@ -15,12 +15,13 @@ Empty windows: ``count`` and ``count_distinct`` are 0, ``sum`` is 0.0,
 
 from __future__ import annotations
 
-import json
 import math
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 __all__ = ["AGGREGATORS", "Aggregator", "aggregator_for"]
 
@@ -221,8 +222,8 @@ COUNT_DISTINCT = Aggregator(
     add=_distinct_add,
     merge=_distinct_merge,
     result=len,
-    encode=lambda p: json.dumps(list(p), separators=(",", ":")).encode(),
-    decode=lambda b: tuple(sorted(json.loads(b), key=_order)),
+    encode=orjson.dumps,
+    decode=lambda b: tuple(sorted(orjson.loads(b), key=_order)),
     value_type="int64",
 )
 

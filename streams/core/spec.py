@@ -40,7 +40,7 @@ class AggregationSpec:
     window_ms: int
     tile_ms: int
 
-    @property
+    @functools.cached_property
     def aggregator(self) -> Aggregator:
         """The aggregator implementing ``function``."""
         return aggregator_for(self.function)
@@ -50,7 +50,7 @@ class AggregationSpec:
         """W / g."""
         return self.window_ms // self.tile_ms
 
-    @property
+    @functools.cached_property
     def slot(self) -> str:
         """Identity of the tile contents: function, column and tile size.
 
@@ -112,12 +112,12 @@ class ViewSpec:
         """The slots in state-layout order (one shared tuple per view)."""
         return tuple(self.slots)
 
-    @property
+    @functools.cached_property
     def retention_ms(self) -> int:
         """How long a tile can still be read or revised: longest window + one tile + lateness."""
         return max(a.window_ms + a.tile_ms for a in self.aggregations) + self.allowed_lateness_ms
 
-    @property
+    @functools.cached_property
     def state_id(self) -> str:
         """Short hash of everything that defines this view's state.
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +41,9 @@ LAST_EVENT_FIELD = "_last_ms"
 
 def entity_id(values: Sequence[Any]) -> str:
     """The entity part of a key: join key values as decimal/text joined by ``|``."""
-    return "|".join(str(v) for v in values)
+    if len(values) == 1:
+        return str(values[0])
+    return "|".join(map(str, values))
 
 
 def tile_key(project: str, view: str, entity: str) -> str:
@@ -94,18 +96,29 @@ def read_view(view: ViewSpec, raw: Mapping[bytes, bytes], read_time_ms: int) -> 
     return {agg.name: read_window(agg, tiles[agg.slot], read_time_ms) for agg in view.aggregations}
 
 
+def _encode_int(value: int) -> bytes:
+    return str(value).encode()
+
+
 @dataclass(frozen=True)
 class TileUpdate:
     """What one change of an entity's state writes online.
 
     Tile contents are *set*, never incremented, so writing the same update twice
-    (a replay after a crash) leaves the same value.
+    (a replay after a crash) leaves the same value. ``values`` holds each field's
+    partial with its encoder: a writer coalescing a batch encodes only the last
+    value of every field.
     """
 
     key: str
-    sets: dict[str, bytes]
+    values: dict[str, tuple[Callable[[Any], bytes], Any]]
     deletes: tuple[str, ...]
     ttl_ms: int
+
+    @property
+    def sets(self) -> dict[str, bytes]:
+        """The encoded field values."""
+        return {name: encode(value) for name, (encode, value) in self.values.items()}
 
 
 class EntityTiles:
@@ -160,7 +173,7 @@ class EntityTiles:
         if self._slots is not view.slot_names:
             self._layout(view)
         event_ms = int(event[view.timestamp_field])
-        sets: dict[str, bytes] = {}
+        sets: dict[str, tuple[Callable[[Any], bytes], Any]] = {}
         for pos, (slot, agg) in enumerate(view.slot_items):
             value = event.get(agg.column)
             if value is None and agg.function != "count":
@@ -185,13 +198,13 @@ class EntityTiles:
                     vals.insert(i, aggregator.initialize())
             partial = aggregator.add(vals[i], value)
             vals[i] = partial
-            sets[tile_field(slot, index)] = aggregator.encode(partial)
+            sets[tile_field(slot, index)] = (aggregator.encode, partial)
         deletes: tuple[str, ...] = ()
         if event_ms > self.max_event_ms:
             self.max_event_ms = event_ms
-            sets[LAST_EVENT_FIELD] = str(event_ms).encode()
+            sets[LAST_EVENT_FIELD] = (_encode_int, event_ms)
             deletes = self._evict(view)
-        return TileUpdate(key=key, sets=sets, deletes=deletes, ttl_ms=view.retention_ms)
+        return TileUpdate(key=key, values=sets, deletes=deletes, ttl_ms=view.retention_ms)
 
     def _evict(self, view: ViewSpec) -> tuple[str, ...]:
         horizon_ms = self.max_event_ms - view.retention_ms

@@ -79,6 +79,7 @@ class Routed:
     topic: str
     partition: int
     offset: int
+    entity: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,8 +131,13 @@ def _router(views: Sequence[ViewSpec], metrics: FlowMetrics) -> Any:
                 continue
             metrics.count(view.name, "applied")
             # compile_view checked that join keys are fields of the topic's schema.
-            key = f"{view.state_id}|{entity_id([record[k] for k in view.join_keys])}"
-            out.append((key, Routed(index, record, env.topic, env.partition, env.offset)))
+            entity = entity_id([record[k] for k in view.join_keys])
+            out.append(
+                (
+                    f"{view.state_id}|{entity}",
+                    Routed(index, record, env.topic, env.partition, env.offset, entity),
+                )
+            )
         if not out:
             out.append(
                 (
@@ -153,11 +159,10 @@ def _tiles_mapper(views: Sequence[ViewSpec]) -> Any:
         tiles = state if state is not None else EntityTiles()
         view = views[item.view]
         record = item.record
-        keys = [record[k] for k in view.join_keys]
-        update = tiles.apply(view, tile_key(view.project, view.name, entity_id(keys)), record)
+        update = tiles.apply(view, tile_key(view.project, view.name, item.entity), record)
         row = LogRow(
             view.name,
-            dict(zip(view.join_keys, keys, strict=True)),
+            {k: record[k] for k in view.join_keys},
             record[view.timestamp_field],
             record["event_id"],
             {c: record.get(c) for c in columns[item.view]},

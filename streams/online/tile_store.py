@@ -104,19 +104,24 @@ class TileStore:
         Raises:
             OnlineStoreUnavailable: when Redis does not answer (nothing is acknowledged).
         """
-        sets: dict[str, dict[str, bytes]] = {}
+        latest: dict[str, dict[str, Any]] = {}
         deletes: dict[str, set[str]] = {}
         ttl_ms: dict[str, int] = {}
         for update in updates:
-            fields = sets.setdefault(update.key, {})
+            fields = latest.setdefault(update.key, {})
             gone = deletes.setdefault(update.key, set())
             for name in update.deletes:
                 fields.pop(name, None)
                 gone.add(name)
-            for name, value in update.sets.items():
+            for name, value in update.values.items():
                 fields[name] = value
                 gone.discard(name)
             ttl_ms[update.key] = update.ttl_ms
+        # Encode once per field and batch: the last value of a field is what Redis keeps.
+        sets = {
+            key: {name: encode(value) for name, (encode, value) in fields.items()}
+            for key, fields in latest.items()
+        }
         try:
             pipe = self._client.pipeline(transaction=True)
             for key, fields in sets.items():

@@ -108,9 +108,12 @@ def test_purchase_sums_means_and_maxima_are_exact_through_feast(
             assert got == expected, (user, read_ms)  # equal to the last bit, not approximately
 
 
-def _oracle_applied(messages: list[Any], lateness_ms: int) -> list[dict[str, Any]]:
+def _oracle_applied(
+    messages: list[Any], lateness_ms: int, late: list[Any] | None = None
+) -> list[dict[str, Any]]:
     """Brute force over the consumed messages: per partition in offset order, drop the
-    undecodable, the late (older than newest so far - lateness) and repeated ids."""
+    undecodable, the late (older than newest so far - lateness; collected in ``late``)
+    and repeated ids."""
     codec = AvroCodec(load_contracts())
     by_partition: dict[int, list[Any]] = defaultdict(list)
     for m in messages:
@@ -125,6 +128,8 @@ def _oracle_applied(messages: list[Any], lateness_ms: int) -> list[dict[str, Any
             except DecodeError:
                 continue
             if newest is not None and e["event_time"] < newest - lateness_ms:
+                if late is not None:
+                    late.append(m)
                 continue
             if e["event_id"] in ids:
                 continue
@@ -168,8 +173,22 @@ def test_late_duplicate_and_bad_traffic_online_and_training_data_equal_oracle(
     consumed = consume_all(local_stack.bootstrap_servers, "clicks")
     assert sum(1 for m in consumed if m.key() in keys) == len(emissions)
     users_of_test = range(first_user, first_user + 60)
-    applied = [e for e in _oracle_applied(consumed, 30_000) if e["user_id"] in users_of_test]
+    late: list[Any] = []
+    applied = [e for e in _oracle_applied(consumed, 30_000, late) if e["user_id"] in users_of_test]
     assert 0 < len(applied) < len(emissions) - 300  # late, duplicate and bad ones dropped
+    # every late event of this test is in the late-events topic, with its position
+    expected_late = sorted((m.partition(), m.offset()) for m in late if m.key() in keys)
+    assert expected_late
+    got_late = sorted(
+        (int(h["source.partition"]), int(h["source.offset"]))
+        for h in (
+            dict(m.headers())
+            for m in consume_all(local_stack.bootstrap_servers, local_stack.late_topic)
+        )
+        if h["source.topic"] == b"clicks"
+        and (int(h["source.partition"]), int(h["source.offset"])) in set(expected_late)
+    )
+    assert got_late == expected_late
     by_user: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for e in applied:
         by_user[e["user_id"]].append(e)
