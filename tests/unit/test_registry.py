@@ -7,6 +7,8 @@ in-process registry (``mock://``), shared by writer and reader.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from featurestream.errors import ConfigError, DecodeError
 from featurestream.events import AvroCodec, load_contracts
@@ -38,3 +40,27 @@ def test_an_id_the_registry_does_not_know_is_unknown_schema() -> None:
 def test_wire_format_without_registry_is_a_config_error() -> None:
     with pytest.raises(ConfigError):
         AvroCodec(load_contracts(), None, confluent_framing=True)
+
+
+_LOOKUP = registry_lookup("mock://featurestream-property")
+_WRITER = AvroCodec(load_contracts(), _LOOKUP, confluent_framing=True)
+_READER = AvroCodec(load_contracts(), _LOOKUP)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    record=st.fixed_dictionaries(
+        {
+            "event_id": st.text(max_size=36),
+            "user_id": st.integers(-(2**63), 2**63 - 1),
+            "item_id": st.integers(-(2**63), 2**63 - 1),
+            "amount": st.floats(min_value=0.0, allow_nan=False, allow_infinity=False),
+            "currency": st.text(max_size=3),
+            "event_time": st.integers(0, 2**62),
+        }
+    )
+)
+def test_wire_format_round_trip_of_any_purchase(record: dict[str, object]) -> None:
+    data = _WRITER.encode("purchases", record)
+    assert data[0] == 0
+    assert _READER.decode("purchases", data) == record
