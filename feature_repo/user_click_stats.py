@@ -6,7 +6,7 @@ from entities import user
 from feast import Field
 from feast.aggregation import Aggregation
 from feast.stream_feature_view import StreamFeatureView
-from feast.types import Int64
+from feast.types import Float64, Int64
 from sources import clicks_source
 
 user_click_stats = StreamFeatureView(
@@ -32,6 +32,11 @@ user_click_stats = StreamFeatureView(
             dtype=Int64,
             description="Distinct items the user clicked in the last hour.",
         ),
+        Field(
+            name="last_click_ms_1h",
+            dtype=Float64,
+            description="Event time (epoch ms) of the user's last click within the hour.",
+        ),
     ],
     aggregations=[
         Aggregation(
@@ -51,6 +56,12 @@ user_click_stats = StreamFeatureView(
             function="count_distinct",
             time_window=timedelta(hours=1),
             name="distinct_items_1h",
+        ),
+        Aggregation(
+            column="event_time",
+            function="last",
+            time_window=timedelta(hours=1),
+            name="last_click_ms_1h",
         ),
     ],
     online=True,

@@ -295,6 +295,48 @@ def produce(
         click.echo(f"wrote {sum(kinds.values())} messages ({summary}) to {dry_run}")
 
 
+@cli.command("seed-data")
+@click.option("--users", default=100_000, show_default=True, type=click.IntRange(min=1))
+@click.option("--first-user", default=1, show_default=True)
+@click.option("--items", default=10_000, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", default=0, show_default=True)
+@_one_line_errors
+def seed_data_cmd(users: int, first_user: int, items: int, seed: int) -> None:
+    """Write the batch data of user_profile and item_features (deterministic)."""
+    from .seed import seed_data
+
+    settings = _settings()
+    data = settings.repo_path / "data"
+    seed_data(data, first_user=first_user, users=users, items=items, seed=seed)
+    click.echo(
+        f"wrote {data / 'user_profile.parquet'} ({users} users) and "
+        f"{data / 'item_features.parquet'} ({items} items)"
+    )
+
+
+@cli.command()
+@_one_line_errors
+def materialize() -> None:
+    """Load the batch views into the online store (what feast materialize-incremental does)."""
+    from datetime import UTC, datetime
+
+    from feast.errors import FeastError
+
+    from featurestream.stack import check_redis
+    from streams.repo import open_store
+
+    settings = _settings()
+    check_redis(settings.online_redis_url, settings.connect_timeout_s)
+    store = open_store(settings.repo_path, settings.online_redis_url)
+    try:
+        store.materialize_incremental(end_date=datetime.now(tz=UTC))
+    except (FeastError, FileNotFoundError, ValueError) as exc:
+        raise ConfigError(
+            f"materialize failed: {exc}; run featurestream seed-data and featurestream apply first"
+        ) from exc
+    click.echo("materialized the batch views (stream views are kept online by featurestream run)")
+
+
 @cli.command()
 @click.argument("views", nargs=-1)
 @click.option("--stop-at-end", is_flag=True, help="Stop when every partition is consumed.")

@@ -52,11 +52,10 @@ def log_schema(view: ViewSpec) -> pa.Schema:
         pa.field("event_time", pa.timestamp("ms", tz="UTC"), nullable=False),
         pa.field("event_id", pa.string(), nullable=False),
     ]
-    fields += [
-        pa.field(c, _ARROW[types[c]])
-        for c in view.columns
-        if c not in view.join_keys and c != "event_id"
-    ]
+    # Join keys, the event time and the event id are stored once, in their own columns,
+    # even when an aggregation reads them.
+    stored = {*view.join_keys, "event_id", view.timestamp_field}
+    fields += [pa.field(c, _ARROW[types[c]]) for c in view.columns if c not in stored]
     return pa.schema(fields)
 
 
@@ -188,9 +187,9 @@ def read_view_log(
     keys = [table.column(k).to_pylist() for k in view.join_keys]
     times = table.column("event_time").cast(pa.int64()).to_pylist()
     ids = table.column("event_id").to_pylist()
-    cols = {
-        c: (table.column(c).to_pylist() if c in table.column_names else ids) for c in view.columns
-    }
+    stored: dict[str, list[Any]] = {"event_id": ids, view.timestamp_field: times}
+    stored.update({k: keys[i] for i, k in enumerate(view.join_keys)})
+    cols = {c: stored[c] if c in stored else table.column(c).to_pylist() for c in view.columns}
     out: dict[tuple[Any, ...], EntityEvents] = {}
     seen: set[str] = set()
     wanted_set = None if wanted is None else set(wanted)

@@ -63,7 +63,9 @@ def test_batch_and_on_demand_views_through_featurestream_stores(
     ).to_parquet(repo / "data" / "user_age.parquet")
     apply_repo(repo, local_stack.online_redis_url)
     store = open_store(repo, local_stack.online_redis_url)
-    store.materialize_incremental(end_date=pd.Timestamp.now(tz="UTC").to_pydatetime())
+    store.materialize_incremental(
+        end_date=pd.Timestamp.now(tz="UTC").to_pydatetime(), feature_views=["user_age"]
+    )
 
     now_ms = time.time_ns() // 1_000_000
     clicks = list(

@@ -1,0 +1,124 @@
+"""Feature services: batch, stream and on-demand features of a model in one Feast read."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from featurestream.events import AvroCodec, load_contracts
+from featurestream.settings import Settings
+from producers import EventProducer, TrafficConfig, TrafficGenerator
+from streams.online.feast_store import TiledRedisOnlineStore
+from streams.repo import apply_repo, open_store
+from tests.support import copy_feature_repo, run_engine_to_end
+
+
+def _cli(settings: Settings, repo: Path, *args: str) -> None:
+    env = {
+        **os.environ,
+        "FEATURESTREAM_REPO_PATH": str(repo),
+        "FEATURESTREAM_REDIS_PORT": str(settings.redis_port),
+        "FEATURESTREAM_BROKER_PORT": str(settings.broker_port),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "featurestream.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_recommender_and_fraud_services_serve_every_kind_of_feature(
+    local_stack: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = copy_feature_repo(tmp_path)
+    first_user = 50_000_000 + (uuid.uuid4().int % 1000) * 100
+    users = [first_user, first_user + 1, first_user + 2]
+    _cli(
+        local_stack,
+        repo,
+        "seed-data",
+        "--users",
+        "10",
+        "--first-user",
+        str(first_user),
+        "--items",
+        "50",
+    )
+    apply_repo(repo, local_stack.online_redis_url)
+    _cli(local_stack, repo, "materialize")
+
+    now_ms = time.time_ns() // 1_000_000
+    codec = AvroCodec(load_contracts())
+    records: dict[str, list[dict[str, object]]] = {}
+    with EventProducer(local_stack.bootstrap_servers) as producer:
+        for topic, count in (("clicks", 60), ("impressions", 150), ("purchases", 12)):
+            generator = TrafficGenerator(
+                TrafficConfig(
+                    topic=topic, users=2, items=50, seed=3, first_user=first_user, jitter_ms=0
+                ),
+                codec,
+            )
+            emitted = generator.batch([now_ms - 20_000 + i * 100 for i in range(count)])
+            records[topic] = [e.record for e in emitted if e.record is not None]
+            for record in records[topic]:
+                producer.send_record(topic, record)
+    run_engine_to_end(local_stack, repo)
+
+    store = open_store(repo, local_stack.online_redis_url)
+    read_ms = now_ms + 5_000
+    monkeypatch.setattr(TiledRedisOnlineStore, "clock", staticmethod(lambda: read_ms))
+    rows = [
+        {"user_id": u, "item_id": 7, "request_time_ms": read_ms, "item_price": 30.0} for u in users
+    ]
+    rec = store.get_online_features(
+        features=store.get_feature_service("recommender_v1"), entity_rows=rows
+    ).to_dict()
+    fraud = store.get_online_features(
+        features=store.get_feature_service("fraud_v1"), entity_rows=rows
+    ).to_dict()
+
+    profiles = {
+        r["user_id"]: r for r in pq.read_table(repo / "data/user_profile.parquet").to_pylist()
+    }
+    item = next(
+        r
+        for r in pq.read_table(repo / "data/item_features.parquet").to_pylist()
+        if r["item_id"] == 7
+    )
+    for i, user in enumerate(users):
+        clicks = [r for r in records["clicks"] if r["user_id"] == user]
+        shown = [r for r in records["impressions"] if r["user_id"] == user]
+        bought = [r for r in records["purchases"] if r["user_id"] == user]
+        # batch
+        assert rec["country"][i] == profiles[user]["country"]
+        assert rec["segment"][i] == profiles[user]["segment"]
+        assert rec["price"][i] == item["price"] and rec["category"][i] == item["category"]
+        assert fraud["age"][i] == profiles[user]["age"]
+        # stream
+        assert rec["clicks_last_1h"][i] == len(clicks)
+        assert fraud["purchase_count_24h"][i] == len(bought)
+        # on demand, with their missing-value rules
+        assert rec["ctr_1h"][i] == (len(clicks) / len(shown) if shown else None)
+        last = max((r["event_time"] for r in clicks), default=None)
+        assert rec["seconds_since_last_click"][i] == (
+            None if last is None else (read_ms - last) / 1000.0
+        )
+        total = sum(r["amount"] for r in bought)
+        assert fraud["spend_per_purchase_24h"][i] == (
+            pytest.approx(total / len(bought)) if bought else None
+        )
+        mean = total / len(bought) if bought else None
+        assert fraud["price_vs_user_avg"][i] == (pytest.approx(30.0 / mean) if mean else None)
+    # the third user has no events at all: counts are 0, ratios are missing
+    assert rec["clicks_last_1h"][2] == 0 and rec["ctr_1h"][2] is None
