@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import defaultdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,14 @@ from streams.online import ProgressKey, TileStore, connect
 from streams.repo import apply_repo, open_store
 
 from .produce import KafkaSink, produce_generated, tty_progress
+from .seed import seed_data
 
 __all__ = ["run_demo"]
 
 VIEW = "user_click_stats"
 USER_BLOCK = 100_000  # each demo run uses its own block of user ids
 CATCH_UP_S = 120.0
+ITEMS = 10_000
 
 
 def _step(text: str) -> None:
@@ -74,10 +77,16 @@ def run_demo(settings: Settings, *, duration_s: float, rate: float, users: int) 
     for svc in up(settings):
         click.echo(f"    {svc.name:<8} {svc.endpoint:<32} {svc.state}", err=True)
 
-    _step(f"applying the feature repository {settings.repo_path}")
+    first_user = _next_first_user(settings)
+    _step(
+        f"writing batch data (seed-data) and applying the feature repository {settings.repo_path}"
+    )
+    seed_data(settings.repo_path / "data", first_user=first_user, users=users, items=ITEMS)
     apply_repo(settings.repo_path, settings.online_redis_url)
     store = open_store(settings.repo_path, settings.online_redis_url)
     view = next(v for v in compile_registry(store) if v.name == VIEW)
+    _step("materializing the batch views (user_profile, item_features)")
+    store.materialize_incremental(end_date=datetime.now(tz=UTC))
 
     _step("starting the engine (featurestream run) in the background")
     sup = Supervisor(settings.state_dir)
@@ -90,8 +99,8 @@ def run_demo(settings: Settings, *, duration_s: float, rate: float, users: int) 
     )
     click.echo(f"    engine pid {engine.pid}, log {engine.log}", err=True)
 
-    first_user = _next_first_user(settings)
     total = int(rate * duration_s)
+    started_ms = time.time_ns() // 1_000_000
     _step(
         f"producing {total} clicks for {duration_s:.0f} s from users "
         f"{first_user}..{first_user + users - 1}"
@@ -117,6 +126,25 @@ def run_demo(settings: Settings, *, duration_s: float, rate: float, users: int) 
         progress=tty_progress(total),
         on_emission=remember,
     )
+    impressions = TrafficGenerator(
+        TrafficConfig(
+            topic="impressions",
+            users=users,
+            seed=first_user + 1,
+            first_user=first_user,
+            items=ITEMS,
+        ),
+        AvroCodec(load_contracts()),
+    )
+    _step(f"producing {2 * total} impressions over the same {duration_s:.0f} s")
+    produce_generated(
+        impressions,
+        KafkaSink(producer),
+        rate=2 * rate,
+        total=2 * total,
+        pace=False,
+        start_ms=started_ms,
+    )
     if producer.stats.failed:
         raise StackError(
             f"{producer.stats.failed} events were not delivered: {producer.stats.errors}"
@@ -139,6 +167,7 @@ def run_demo(settings: Settings, *, duration_s: float, rate: float, users: int) 
     ).to_dict()
     read_after_ms = time.time_ns() // 1_000_000
     ok = _report(view, user_ids, online, produced, read_ms, read_after_ms)
+    _show_recommender(store, sorted(user_ids, key=lambda u: -len(produced[u]))[:6])
     click.echo("", err=True)
     click.echo(
         "The stack is still running: `featurestream status` shows it, "
@@ -148,15 +177,55 @@ def run_demo(settings: Settings, *, duration_s: float, rate: float, users: int) 
     return ok
 
 
-def _expected(view: Any, events: list[dict[str, Any]], read_ms: int) -> dict[str, int]:
-    out = {}
+def _expected(view: Any, events: list[dict[str, Any]], read_ms: int) -> dict[str, Any]:
+    """The window formula computed directly from the produced events."""
+    out: dict[str, Any] = {}
     for agg in view.aggregations:
         start = (read_ms // agg.tile_ms) * agg.tile_ms - agg.window_ms
         rows = [e for e in events if start <= e["event_time"] <= read_ms]
-        out[agg.name] = (
-            len({e[agg.column] for e in rows}) if agg.function == "count_distinct" else len(rows)
-        )
+        if agg.function == "count_distinct":
+            out[agg.name] = len({e[agg.column] for e in rows})
+        elif agg.function == "last":
+            newest = max(rows, key=lambda e: (e["event_time"], e[agg.column]), default=None)
+            out[agg.name] = None if newest is None else float(newest[agg.column])
+        else:
+            out[agg.name] = len(rows)
     return out
+
+
+def _show_recommender(store: Any, users: list[int]) -> None:
+    """A row per user with the batch, stream and on-demand features of recommender_v1."""
+    now_ms = time.time_ns() // 1_000_000
+    rows = [
+        {"user_id": u, "item_id": 7, "request_time_ms": now_ms, "item_price": 30.0} for u in users
+    ]
+    got = store.get_online_features(
+        features=store.get_feature_service("recommender_v1"), entity_rows=rows
+    ).to_dict()
+    columns = [
+        "country",
+        "segment",
+        "clicks_last_5min",
+        "distinct_items_1h",
+        "ctr_1h",
+        "seconds_since_last_click",
+        "category",
+        "price",
+    ]
+    click.echo(
+        "\nrecommender_v1 (batch: country, segment, category, price; stream: clicks, "
+        "items; on demand: ctr_1h, seconds_since_last_click), candidate item 7:"
+    )
+    widths = [max(len(c), 8) for c in columns]
+    click.echo(
+        f"{'user_id':>10} " + " ".join(f"{c:>{w}}" for c, w in zip(columns, widths, strict=True))
+    )
+    for i, user in enumerate(users):
+        cells = []
+        for c, w in zip(columns, widths, strict=True):
+            value = got[c][i]
+            cells.append(f"{value:>{w}.3f}" if isinstance(value, float) else f"{value!s:>{w}}")
+        click.echo(f"{user:>10} " + " ".join(cells))
 
 
 def _report(
@@ -182,10 +251,12 @@ def _report(
         rows.append((user, got, expected, match))
     by_activity = sorted(rows, key=lambda r: -len(produced[r[0]]))
     shown = by_activity[:8] + by_activity[-3:]
-    header = f"{'user_id':>10} " + " ".join(f"{n + ' (feast/events)':>34}" for n in names)
+    # every feature is compared; the counts are printed
+    printed = [a.name for a in view.aggregations if a.function != "last"]
+    header = f"{'user_id':>10} " + " ".join(f"{n + ' (feast/events)':>34}" for n in printed)
     click.echo(header)
     for user, got, expected, match in shown:
-        cells = " ".join(f"{f'{got[n]} / {expected[n]}':>34}" for n in names)
+        cells = " ".join(f"{f'{got[n]} / {expected[n]}':>34}" for n in printed)
         click.echo(f"{user:>10} {cells}  {'ok' if match else 'MISMATCH'}")
     click.echo(
         f"\n{len(rows)} users checked, {sum(len(v) for v in produced.values())} events, "
