@@ -338,6 +338,41 @@ def materialize() -> None:
 
 
 @cli.command()
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
+@_one_line_errors
+def features(as_json: bool) -> None:
+    """List every view and feature: type, window, aggregation, entity, source, owner, freshness."""
+    from streams.online import TileStore, connect
+    from streams.repo import open_store
+
+    from .discovery import describe_features
+
+    settings = _settings()
+    store = open_store(settings.repo_path, settings.online_redis_url)
+    tiles = TileStore(connect(settings.online_redis_url, timeout_s=1.0), settings.online_redis_url)
+    rows = describe_features(store, tiles)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    columns = [
+        "view",
+        "kind",
+        "feature",
+        "type",
+        "aggregation",
+        "window",
+        "entity",
+        "source",
+        "owner",
+        "freshness",
+    ]
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) if rows else len(c) for c in columns}
+    click.echo("  ".join(c.ljust(widths[c]) for c in columns))
+    for row in rows:
+        click.echo("  ".join(str(row[c]).ljust(widths[c]) for c in columns))
+
+
+@cli.command()
 @click.argument("views", nargs=-1)
 @click.option("--stop-at-end", is_flag=True, help="Stop when every partition is consumed.")
 @_one_line_errors

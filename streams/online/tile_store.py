@@ -19,9 +19,22 @@ from featurestream.errors import ConfigError, OnlineStoreUnavailable
 
 from ..core import TileUpdate, ViewSpec, read_view, tile_key
 
-__all__ = ["Clock", "ProgressKey", "TileStore", "connect", "progress_key", "wall_clock_ms"]
+__all__ = [
+    "Clock",
+    "ProgressKey",
+    "TileStore",
+    "connect",
+    "freshness_key",
+    "progress_key",
+    "wall_clock_ms",
+]
 
 _REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+
+
+def freshness_key(project: str) -> str:
+    """Hash of ``{view}`` -> wall-clock ms of the last online write for the view."""
+    return f"fst:{project}:_written"
 
 
 def progress_key(project: str) -> str:
@@ -133,6 +146,10 @@ class TileStore:
             if progress:
                 mapping = {f"{k.topic}:{k.partition}": v for k, v in progress.items()}
                 pipe.hset(progress_key(project), mapping=mapping)
+            views = {key.split(":", 3)[2] for key in sets}
+            if views:
+                now = str(time.time_ns() // 1_000_000)
+                pipe.hset(freshness_key(project), mapping=dict.fromkeys(views, now))
             pipe.execute()
         except _REDIS_ERRORS as exc:
             raise OnlineStoreUnavailable(f"Redis at {self._describe}: write failed: {exc}") from exc
@@ -149,6 +166,14 @@ class TileStore:
             topic, _, partition = field.decode().rpartition(":")
             out[ProgressKey(topic, int(partition))] = int(value)
         return out
+
+    def freshness(self, project: str) -> dict[str, int]:
+        """Wall-clock ms of the last online write per stream view."""
+        try:
+            raw: dict[bytes, bytes] = self._client.hgetall(freshness_key(project))  # type: ignore[assignment]
+        except _REDIS_ERRORS as exc:
+            raise OnlineStoreUnavailable(f"Redis at {self._describe}: {exc}") from exc
+        return {k.decode(): int(v) for k, v in raw.items()}
 
     def read(
         self,

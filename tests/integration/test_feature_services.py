@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from streams.repo import apply_repo, open_store
 from tests.support import copy_feature_repo, run_engine_to_end
 
 
-def _cli(settings: Settings, repo: Path, *args: str) -> None:
+def _cli(settings: Settings, repo: Path, *args: str) -> str:
     env = {
         **os.environ,
         "FEATURESTREAM_REPO_PATH": str(repo),
@@ -36,6 +37,7 @@ def _cli(settings: Settings, repo: Path, *args: str) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+    return result.stdout
 
 
 def test_recommender_and_fraud_services_serve_every_kind_of_feature(
@@ -122,3 +124,21 @@ def test_recommender_and_fraud_services_serve_every_kind_of_feature(
         assert fraud["price_vs_user_avg"][i] == (pytest.approx(30.0 / mean) if mean else None)
     # the third user has no events at all: counts are 0, ratios are missing
     assert rec["clicks_last_1h"][2] == 0 and rec["ctr_1h"][2] is None
+
+    listed = {
+        (r["view"], r["feature"]): r
+        for r in json.loads(_cli(local_stack, repo, "features", "--json"))
+    }
+    clicks = listed[("user_click_stats", "clicks_last_5min")]
+    assert (clicks["kind"], clicks["aggregation"], clicks["window"], clicks["source"]) == (
+        "stream",
+        "count",
+        "5min",
+        "kafka:clicks",
+    )
+    assert clicks["freshness"] != "-"  # the engine wrote it
+    country = listed[("user_profile", "country")]
+    assert country["kind"] == "batch" and country["tags"]["pii"] == "true"
+    assert country["freshness"] != "-"  # materialized
+    assert listed[("ctr_1h", "ctr_1h")]["kind"] == "on_demand"
+    assert ("user_click_stats", "user_id") not in listed  # join keys are not features

@@ -1,0 +1,99 @@
+"""``featurestream features``: every view and feature, with where it comes from and how fresh."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from featurestream.errors import OnlineStoreUnavailable
+from streams.definitions import compile_view
+from streams.online import TileStore
+
+__all__ = ["describe_features"]
+
+
+def _window(ms: int) -> str:
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("min", 60_000), ("s", 1000)):
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
+def _when(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="seconds")
+
+
+def describe_features(store: Any, tiles: TileStore | None) -> list[dict[str, Any]]:
+    """One row per feature of every stream, batch and on-demand view of ``store``."""
+    project = store.project
+    try:
+        written = tiles.freshness(project) if tiles is not None else {}
+    except OnlineStoreUnavailable:
+        written = {}
+    rows: list[dict[str, Any]] = []
+    for view in sorted(store.list_stream_feature_views(), key=lambda v: v.name):
+        join_keys = [f.name for f in view.entity_columns]
+        spec = compile_view(project, view, join_keys) if view.aggregations else None
+        aggs = {a.name: a for a in spec.aggregations} if spec else {}
+        for field in (f for f in view.features if f.name not in join_keys):
+            agg = aggs.get(field.name)
+            rows.append(
+                {
+                    "view": view.name,
+                    "kind": "stream",
+                    "feature": field.name,
+                    "type": str(field.dtype),
+                    "aggregation": agg.function if agg else "",
+                    "window": _window(agg.window_ms) if agg else "",
+                    "entity": ",".join(join_keys),
+                    "source": f"kafka:{spec.topic}" if spec else view.source.name,
+                    "owner": view.owner,
+                    "tags": dict(view.tags),
+                    "description": field.description or view.description,
+                    "freshness": _when(written.get(view.name)),
+                }
+            )
+    for view in sorted(store.list_feature_views(), key=lambda v: v.name):
+        ends = [end for _, end in view.materialization_intervals]
+        last = int(max(ends).timestamp() * 1000) if ends else None
+        for field in view.features:
+            rows.append(
+                {
+                    "view": view.name,
+                    "kind": "batch",
+                    "feature": field.name,
+                    "type": str(field.dtype),
+                    "aggregation": "",
+                    "window": "",
+                    "entity": ",".join(f.name for f in view.entity_columns),
+                    "source": getattr(view.batch_source, "path", view.batch_source.name),
+                    "owner": view.owner,
+                    "tags": dict(view.tags),
+                    "description": field.description or view.description,
+                    "freshness": _when(last),
+                }
+            )
+    for odfv in sorted(store.list_on_demand_feature_views(), key=lambda v: v.name):
+        for field in odfv.features:
+            rows.append(
+                {
+                    "view": odfv.name,
+                    "kind": "on_demand",
+                    "feature": field.name,
+                    "type": str(field.dtype),
+                    "aggregation": "",
+                    "window": "",
+                    "entity": "",
+                    "source": ",".join(
+                        sorted(odfv.source_feature_view_projections)
+                        + sorted(odfv.source_request_sources)
+                    ),
+                    "owner": odfv.owner,
+                    "tags": dict(odfv.tags),
+                    "description": odfv.description,
+                    "freshness": "at request",
+                }
+            )
+    return rows
