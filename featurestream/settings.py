@@ -53,6 +53,9 @@ class Settings(BaseSettings):
         default=None, ge=0, description="Duplicate-detection horizon; unset = allowed lateness."
     )
     metrics_port: int = Field(default=9464, ge=0, le=65535, description="0 disables /metrics.")
+    snapshot_interval_s: float = Field(
+        default=5.0, gt=0, description="How often the engine snapshots its state (recovery)."
+    )
     connect_timeout_s: float = Field(default=5.0, gt=0)
     serve_host: str = "127.0.0.1"
     serve_port: int = Field(default=6566, ge=1, le=65535)

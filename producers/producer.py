@@ -11,14 +11,11 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from featurestream.errors import BrokerUnavailable, InvalidEvent
-from featurestream.events import AvroCodec, load_contracts
+from featurestream.events import MAX_FUTURE_MS, AvroCodec, load_contracts
 
 from .events import Event
 
 __all__ = ["DeliveryStats", "EventProducer"]
-
-# Events more than this far in the future of the producer's clock are refused.
-MAX_FUTURE_MS = 5 * 60 * 1000
 
 
 @dataclass

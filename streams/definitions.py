@@ -140,13 +140,11 @@ def compile_registry(store: Any) -> tuple[ViewSpec, ...]:
     for view in store.list_stream_feature_views():
         if not view.aggregations:
             continue
-        join_keys = []
         for entity_name in view.entities:
-            entity = entities.get(entity_name)
-            if entity is None:
+            if entity_name not in entities:
                 raise DefinitionError(f"view {view.name!r}: unknown entity {entity_name!r}")
-            join_keys.append(entity.join_key)
-        specs.append(compile_view(project, view, join_keys))
+        # The same order the online and offline plugins use (the view's entity columns).
+        specs.append(compile_view(project, view, [f.name for f in view.entity_columns]))
     return tuple(sorted(specs, key=lambda s: s.name))
 
 

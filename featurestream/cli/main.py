@@ -415,7 +415,13 @@ def run(views: tuple[str, ...], stop_at_end: bool) -> None:
         serve_metrics(metrics, settings.metrics_port)
     if sys.stderr.isatty():
         show_progress(metrics, specs)
-    run_flow(kafka_flow(specs, config, _codec(settings, for_producing=False), metrics))
+    # Recovery state per set of view definitions: a changed definition starts afresh.
+    flow_key = "-".join(s.state_id for s in specs)
+    run_flow(
+        kafka_flow(specs, config, _codec(settings, for_producing=False), metrics),
+        epoch_interval_s=settings.snapshot_interval_s,
+        recovery_dir=settings.state_dir / "recovery" / flow_key,
+    )
 
 
 @cli.command()

@@ -1,9 +1,17 @@
 """Event contracts (checked-in Avro schemas) and the one codec for them."""
 
 from .codec import SINGLE_OBJECT_MAGIC, AvroCodec, SchemaLookup, encode_single_object
-from .contracts import Contract, contract_for_topic, crc64_avro, load_contracts, parse_contract
+from .contracts import (
+    MAX_FUTURE_MS,
+    Contract,
+    contract_for_topic,
+    crc64_avro,
+    load_contracts,
+    parse_contract,
+)
 
 __all__ = [
+    "MAX_FUTURE_MS",
     "SINGLE_OBJECT_MAGIC",
     "AvroCodec",
     "Contract",

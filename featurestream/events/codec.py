@@ -208,7 +208,12 @@ class AvroCodec:
                 f"schema id {schema_id} is not known"
                 + ("" if self._lookup else "; no schema registry is configured"),
             )
-        writer = fastavro.parse_schema(strip_logical_types(doc), _write_hint=False)
+        try:
+            writer = fastavro.parse_schema(strip_logical_types(doc), _write_hint=False)
+        except (fastavro.schema.SchemaParseException, ValueError, TypeError, KeyError) as exc:
+            raise DecodeError(
+                "unknown_schema", f"schema id {schema_id} is not an Avro record schema: {exc}"
+            ) from exc
         self._by_id[schema_id] = writer
         return writer
 

@@ -21,6 +21,7 @@ from fastavro.schema import to_parsing_canonical_form
 from featurestream.errors import ConfigError
 
 __all__ = [
+    "MAX_FUTURE_MS",
     "Contract",
     "contract_for_topic",
     "crc64_avro",
@@ -28,6 +29,10 @@ __all__ = [
     "parse_contract",
     "strip_logical_types",
 ]
+
+# An event's time may be at most this far ahead of the moment it was produced
+# (producer clock skew); further ahead it is out of range.
+MAX_FUTURE_MS = 5 * 60 * 1000
 
 _EMPTY64 = 0xC15D213AA4D7A795
 _MASK64 = 0xFFFFFFFFFFFFFFFF
@@ -109,7 +114,11 @@ class Contract:
             value = record.get(name)
             if not isinstance(value, int | float) or isinstance(value, bool):
                 continue  # absent or of the wrong type: encoding reports it
-            if not (value >= minimum and math.isfinite(value)):
+            try:
+                finite = math.isfinite(value)
+            except OverflowError:
+                finite = False
+            if not (finite and value >= minimum):
                 return f"{name}={value!r} is out of range: must be a finite number >= {minimum}"
         return None
 

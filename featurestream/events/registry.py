@@ -34,10 +34,13 @@ class RegistryLookup:
             if exc.http_status_code == _NOT_FOUND:
                 return None
             raise TransientError(f"schema registry: get schema {schema_id}: {exc}") from exc
-        if schema.schema_str is None:
+        if schema.schema_str is None or (schema.schema_type or "AVRO") != "AVRO":
+            return None  # not an Avro schema: unknown to this reader
+        try:
+            doc: dict[str, Any] = json.loads(schema.schema_str)
+        except ValueError:
             return None
-        doc: dict[str, Any] = json.loads(schema.schema_str)
-        return doc
+        return doc if isinstance(doc, dict) else None
 
     def id_for(self, subject: str, schema: dict[str, Any]) -> int:
         """Register ``schema`` under ``subject`` (a no-op when already there); its id."""

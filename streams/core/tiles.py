@@ -7,13 +7,14 @@ the window, whether or not new events arrive.
 
 Online layout (one Redis hash per view and entity, read in one round trip):
 
-* key ``fst:{project}:{view}:{entity}``, entity = join key values joined by ``|``
+* key ``fst:{project}:{view}:{entity}``, entity = the join key value (several: a JSON array)
 * field ``{slot}:{tile_index}`` -> the aggregator's encoded partial
 * field ``_last_ms`` -> newest event time applied for this entity
 """
 
 from __future__ import annotations
 
+import json
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
@@ -37,13 +38,15 @@ __all__ = [
 ]
 
 LAST_EVENT_FIELD = "_last_ms"
+_SKEW_MS = 5 * 60 * 1000  # featurestream.events.MAX_FUTURE_MS (the core imports no adapters)
 
 
 def entity_id(values: Sequence[Any]) -> str:
-    """The entity part of a key: join key values as decimal/text joined by ``|``."""
+    """The entity part of a key: the join key value as decimal/text, or for several
+    join keys a JSON array of them (unambiguous whatever the values contain)."""
     if len(values) == 1:
         return str(values[0])
-    return "|".join(map(str, values))
+    return json.dumps(list(values), separators=(",", ":"))
 
 
 def tile_key(project: str, view: str, entity: str) -> str:
@@ -204,7 +207,11 @@ class EntityTiles:
             self.max_event_ms = event_ms
             sets[LAST_EVENT_FIELD] = (_encode_int, event_ms)
             deletes = self._evict(view)
-        return TileUpdate(key=key, values=sets, deletes=deletes, ttl_ms=view.retention_ms)
+        # Keys expire a retention after the write, plus the clock skew an event time may
+        # have (it can be up to MAX_FUTURE_MS ahead of the wall clock).
+        return TileUpdate(
+            key=key, values=sets, deletes=deletes, ttl_ms=view.retention_ms + _SKEW_MS
+        )
 
     def _evict(self, view: ViewSpec) -> tuple[str, ...]:
         horizon_ms = self.max_event_ms - view.retention_ms

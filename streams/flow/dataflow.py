@@ -180,18 +180,37 @@ def _rejected(env: Envelope) -> Rejected | None:
     return None
 
 
-def _late(env: Envelope) -> Rejected | None:
-    if env.status != "late" or env.record is None:
-        return None
-    return Rejected(
-        "late",
-        f"event_time {env.record.get('event_time')} is older than the partition "
-        f"watermark {env.watermark_ms} minus the allowed lateness",
-        env.topic,
-        env.partition,
-        env.offset,
-        env.raw,
-    )
+def _late_events(views: Sequence[ViewSpec]) -> Any:
+    by_topic: dict[str, list[ViewSpec]] = {}
+    for view in views:
+        by_topic.setdefault(view.topic, []).append(view)
+
+    def late(env: Envelope) -> Rejected | None:
+        record = env.record
+        if record is None or env.status not in ("ok", "late"):
+            return None
+        topic_views = by_topic.get(env.topic, [])
+        if env.status == "late":
+            names = [v.name for v in topic_views]
+        else:  # on time for the gate, but maybe late for a view with a smaller lateness
+            names = [
+                v.name
+                for v in topic_views
+                if record[v.timestamp_field] < env.watermark_ms - v.allowed_lateness_ms
+            ]
+        if not names:
+            return None
+        return Rejected(
+            "late",
+            f"event_time {record.get('event_time')} is older than the partition watermark "
+            f"{env.watermark_ms} minus the allowed lateness of {names}",
+            env.topic,
+            env.partition,
+            env.offset,
+            env.raw,
+        )
+
+    return late
 
 
 def build_flow(
@@ -222,7 +241,7 @@ def build_flow(
     flow = Dataflow(flow_id)
     envelopes = op.input("kafka_in", flow, source)
     op.output("dead_letters", op.filter_map("errors", envelopes, _rejected), dead_letter_sink)
-    op.output("late_events", op.filter_map("late", envelopes, _late), late_sink)
+    op.output("late_events", op.filter_map("late", envelopes, _late_events(views)), late_sink)
     routed = op.flat_map("route", envelopes, _router(views, metrics))
     # The step id carries every view's definition hash: a changed definition
     # starts from fresh state instead of resuming incompatible snapshots.

@@ -15,13 +15,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 
-from featurestream.errors import BrokerUnavailable, EventError
-from featurestream.events import AvroCodec
+from featurestream.errors import BrokerUnavailable, DecodeError, EventError
+from featurestream.events import MAX_FUTURE_MS, AvroCodec
 
-from ..core.gate import OK, GateState, PartitionGate
+from ..core.gate import GateState, PartitionGate
 from .dataflow import Envelope
 from .metrics import FlowMetrics
 
@@ -58,10 +65,23 @@ def classify(
     offset: int,
     value: bytes | None,
     time_field: str,
+    produced_ms: int | None = None,
 ) -> Envelope:
-    """Decode one message and classify it with the partition's gate."""
+    """Decode one message and classify it with the partition's gate.
+
+    ``produced_ms`` is the message's Kafka timestamp: an event time more than
+    ``MAX_FUTURE_MS`` ahead of it is out of range (dead-lettered), so one bad clock
+    cannot move a partition's watermark into the future. The timestamp is part of
+    the message, so a replay decides the same.
+    """
     try:
         record = codec.decode(topic, value, partition=partition, offset=offset)
+        if produced_ms is not None and record[time_field] > produced_ms + MAX_FUTURE_MS:
+            raise DecodeError(
+                "out_of_range",
+                f"{time_field}={record[time_field]} is more than {MAX_FUTURE_MS // 1000} s "
+                f"ahead of the time the message was produced ({produced_ms})",
+            ).at(topic, partition, offset)
     except EventError as exc:
         return Envelope(
             topic,
@@ -81,10 +101,15 @@ def classify(
         offset,
         record,
         None,
-        value if status != OK else None,
+        value,
         status=status,
         watermark_ms=watermark,
     )
+
+
+def _produced_ms(msg: Any) -> int | None:
+    kind, value = msg.timestamp()
+    return None if kind == TIMESTAMP_NOT_AVAILABLE or value < 0 else int(value)
 
 
 class _Partition(StatefulSourcePartition[Envelope, PartitionResume]):
@@ -148,6 +173,7 @@ class _Partition(StatefulSourcePartition[Envelope, PartitionResume]):
                     offset,
                     msg.value(),
                     self._time_field,
+                    _produced_ms(msg),
                 )
             )
             self._offset = offset + 1

@@ -69,7 +69,7 @@ def _timestamps_ms(entity_df: pd.DataFrame, column: str) -> list[int]:
             f"entity dataframe column {column!r} has no timezone ({series.dtype}); "
             "use tz-aware timestamps, e.g. pd.to_datetime(..., utc=True)"
         )
-    return [int(v) for v in series.dt.tz_convert("UTC").astype("int64") // 1_000_000]
+    return [int(v) for v in series.dt.tz_convert("UTC").dt.as_unit("ms").astype("int64")]
 
 
 def historical_values(

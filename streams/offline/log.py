@@ -78,6 +78,8 @@ class _ViewLog(StatefulSinkPartition[LogRow, int]):
         """Delete files a crashed run wrote after its last snapshot (they are rewritten)."""
         if not self._dir.is_dir():
             return
+        for path in self._dir.glob("date=*/.part-*.tmp"):
+            path.unlink()  # a write a crash interrupted
         for path in self._dir.glob("date=*/part-*.parquet"):
             match = _FILE.search(path.name)
             if match and int(match.group(1)) >= seq:
@@ -113,7 +115,7 @@ class _ViewLog(StatefulSinkPartition[LogRow, int]):
             folder = self._dir / f"date={date}"
             folder.mkdir(parents=True, exist_ok=True)
             final = folder / f"part-{self._seq:09d}.parquet"
-            tmp = final.with_suffix(".tmp")
+            tmp = folder / f".{final.name}.tmp"  # dot files are not read as part of the log
             pq.write_table(table, tmp)
             os.replace(tmp, final)
             self._seq += 1

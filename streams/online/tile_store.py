@@ -29,7 +29,12 @@ __all__ = [
     "wall_clock_ms",
 ]
 
-_REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+_REDIS_ERRORS = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.BusyLoadingError,
+    redis.ResponseError,  # EXECABORT, OOM, READONLY replica: not acknowledged either way
+)
 
 
 def freshness_key(project: str) -> str:

@@ -142,3 +142,95 @@ def test_recommender_and_fraud_services_serve_every_kind_of_feature(
     assert country["freshness"] != "-"  # materialized
     assert listed[("ctr_1h", "ctr_1h")]["kind"] == "on_demand"
     assert ("user_click_stats", "user_id") not in listed  # join keys are not features
+
+
+def test_training_data_never_sees_values_valid_after_the_row_time(
+    local_stack: Settings, tmp_path: Path
+) -> None:
+    import pandas as pd
+
+    from featurestream.errors import ConfigError
+
+    repo = copy_feature_repo(tmp_path)
+    user = 60_000_000 + (uuid.uuid4().int % 1000) * 10
+    now_ms = time.time_ns() // 1_000_000
+    # The profile changes and the clicks start here; recent enough to be on time in
+    # partitions other tests share.
+    t_change = now_ms - 25_000
+    (repo / "data").mkdir(exist_ok=True)
+    pd.DataFrame(
+        {
+            "user_id": [user, user],
+            "country": ["DE", "ZZ"],
+            "segment": ["new", "vip"],
+            "age": [30, 31],
+            "signup_date": pd.to_datetime(["2020-01-01"] * 2, utc=True),
+            "event_timestamp": pd.to_datetime(
+                [t_change - 3_600_000, t_change], unit="ms", utc=True
+            ),
+        }
+    ).to_parquet(repo / "data" / "user_profile.parquet")
+    apply_repo(repo, local_stack.online_redis_url)
+    codec = AvroCodec(load_contracts())
+    with EventProducer(local_stack.bootstrap_servers) as producer:
+        for topic, count, step in (("clicks", 40, 500), ("impressions", 80, 250)):
+            generator = TrafficGenerator(
+                TrafficConfig(topic=topic, users=1, seed=5, first_user=user, jitter_ms=0), codec
+            )
+            for e in generator.batch([t_change + 1 + i * step for i in range(count)]):
+                assert e.record is not None
+                producer.send_record(topic, e.record)
+    run_engine_to_end(local_stack, repo)
+
+    store = open_store(repo, local_stack.online_redis_url)
+    before, after = t_change - 1, t_change + 20_001  # all 40 clicks and 80 impressions by then
+    features = [
+        "user_profile:country",
+        "user_click_stats:clicks_last_1h",
+        "user_impression_stats:impressions_last_1h",
+        "ctr_1h:ctr_1h",
+    ]
+    training = (
+        store.get_historical_features(
+            entity_df=pd.DataFrame(
+                {
+                    "user_id": [user, user],
+                    "event_timestamp": pd.to_datetime([before, after], unit="ms", utc=True),
+                }
+            ),
+            features=features,
+        )
+        .to_df()
+        .sort_values("event_timestamp")
+    )
+    first, second = training.to_dict("records")
+    assert (first["country"], first["clicks_last_1h"], first["impressions_last_1h"]) == ("DE", 0, 0)
+    assert first["ctr_1h"] is None or first["ctr_1h"] != first["ctr_1h"]  # missing (None/NaN)
+    assert (second["country"], second["clicks_last_1h"], second["impressions_last_1h"]) == (
+        "ZZ",
+        40,
+        80,
+    )
+    assert second["ctr_1h"] == 0.5
+
+    # bad input: one clear line each
+    bad = [
+        (pd.DataFrame({"user_id": [user]}), "event_timestamp"),
+        (
+            pd.DataFrame(
+                {"user_id": [user], "event_timestamp": pd.to_datetime([after], unit="ms")}
+            ),
+            "timezone",
+        ),
+    ]
+    for entity_df, needle in bad:
+        with pytest.raises(ConfigError) as err:
+            store.get_historical_features(entity_df=entity_df, features=features).to_df()
+        assert needle in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(Exception, match="no_such_view"):
+        store.get_historical_features(
+            entity_df=pd.DataFrame(
+                {"user_id": [user], "event_timestamp": pd.to_datetime([after], unit="ms", utc=True)}
+            ),
+            features=["no_such_view:x"],
+        )

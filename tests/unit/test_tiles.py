@@ -201,7 +201,7 @@ def test_eviction_deletes_tiles_older_than_retention_before_the_newest_event() -
     first = state.apply(view, KEY, _event(500))
     assert first.deletes == ()
     assert first.sets == {tile_field(slot, 0): b"1", LAST_EVENT_FIELD: b"500"}
-    assert first.ttl_ms == 11_000
+    assert first.ttl_ms == 11_000 + 300_000  # retention + the allowed clock skew of 5 min
     # horizon 11_999 - 11_000 = 999 -> the oldest kept tile is 0: nothing goes
     assert state.apply(view, KEY, _event(11_999)).deletes == ()
     assert set(state.tiles[slot]) == {0, 11}
