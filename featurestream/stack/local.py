@@ -167,6 +167,10 @@ def up(settings: Settings) -> list[ServiceStatus]:
     else:
         port = settings.broker_port
         url = f"tcp://127.0.0.1:{port}"
+        if sup.find(BROKER) is None:
+            # A new embedded broker starts empty (it keeps nothing on disk): snapshots
+            # of the engine point at offsets of the old one and must not be resumed.
+            shutil.rmtree(settings.state_dir / "recovery", ignore_errors=True)
         running = sup.start(
             BROKER,
             [_tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],

@@ -5,7 +5,8 @@ schema per view (join keys, ``event_time`` as UTC timestamp in ms, ``event_id``,
 the aggregated columns). File numbers are deterministic per view: they are kept
 in the sink's Bytewax snapshot, and a resumed run first deletes the files
 numbered after its snapshot and then writes them again, so a replay overwrites
-instead of duplicating. Readers also drop repeated ``event_id``s.
+instead of duplicating. A run without a snapshot keeps the files already there
+and numbers after them; readers drop repeated ``event_id``s.
 """
 
 from __future__ import annotations
@@ -64,15 +65,33 @@ def _date(event_time_ms: int) -> str:
 
 
 class _ViewLog(StatefulSinkPartition[LogRow, int]):
-    def __init__(self, root: Path, view: ViewSpec, next_seq: int) -> None:
+    def __init__(self, root: Path, view: ViewSpec, next_seq: int | None) -> None:
         self._dir = root / view.name
         self._view = view
         self._schema = log_schema(view)
         self._names = self._schema.names
-        self._seq = next_seq
         self._rows: list[LogRow] = []
         self._last_flush = time.monotonic()
-        self._drop_from(next_seq)
+        if next_seq is None:
+            # No snapshot: keep the history already logged and number new files after
+            # it (readers drop repeated event ids, so a rebuild from the topics is safe).
+            self._seq = self._highest() + 1
+            self._drop_from(self._seq)
+        else:
+            self._seq = next_seq
+            self._drop_from(next_seq)
+
+    def _highest(self) -> int:
+        numbers = (
+            [
+                int(m.group(1))
+                for p in self._dir.glob("date=*/part-*.parquet")
+                if (m := _FILE.search(p.name))
+            ]
+            if self._dir.is_dir()
+            else []
+        )
+        return max(numbers, default=-1)
 
     def _drop_from(self, seq: int) -> None:
         """Delete files a crashed run wrote after its last snapshot (they are rewritten)."""
@@ -146,7 +165,7 @@ class OfflineLogSink(FixedPartitionedSink[LogRow, int]):
         return self._parts.index(item_key)
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _ViewLog:
-        return _ViewLog(self._root, self._views[for_part], resume_state or 0)
+        return _ViewLog(self._root, self._views[for_part], resume_state)
 
 
 class EntityEvents:

@@ -1,5 +1,8 @@
 """The integration tier runs against the embedded local stack (real broker + Redis),
-started by `featurestream.stack.up` on free ports in a temporary state directory."""
+started by `featurestream.stack.up` on free ports in a temporary state directory.
+
+One stack per test module: lateness is decided per partition from the events it
+holds, so modules must not see each other's events."""
 
 from __future__ import annotations
 
@@ -13,9 +16,9 @@ from featurestream.stack import down, up
 from tests.support import free_port
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    """A running local stack; stopped (by pid) at the end of the session."""
+    """A running local stack; stopped (by pid) at the end of the module."""
     settings = Settings(
         state_dir=tmp_path_factory.mktemp("state"),
         broker_port=free_port(),
