@@ -61,3 +61,27 @@ def view_values(
         )
         for a in view.aggregations
     }
+
+
+def classify_partition(
+    events: Iterable[Mapping[str, Any]], lateness_ms: int, time_field: str = "event_time"
+) -> tuple[list[Any], list[Any]]:
+    """Brute force over one partition's events in offset order: ``(applied, late)``.
+
+    Late: older than the newest event applied so far minus the lateness. Duplicate
+    (dropped, in neither list): an event id applied before.
+    """
+    applied: list[Any] = []
+    late: list[Any] = []
+    newest = None
+    ids: set[str] = set()
+    for e in events:
+        if newest is not None and e[time_field] < newest - lateness_ms:
+            late.append(e)
+            continue
+        if e["event_id"] in ids:
+            continue
+        ids.add(e["event_id"])
+        applied.append(e)
+        newest = e[time_field] if newest is None else max(newest, e[time_field])
+    return applied, late

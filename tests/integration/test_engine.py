@@ -19,7 +19,7 @@ from producers import ClickTraffic, EventProducer, TrafficConfig, TrafficGenerat
 from streams.definitions import compile_registry
 from streams.online.feast_store import TiledRedisOnlineStore
 from streams.repo import open_store
-from tests.oracle import view_values
+from tests.oracle import classify_partition, view_values
 from tests.support import consume_all, run_engine_to_end
 
 VIEW = "user_click_stats"
@@ -117,30 +117,23 @@ def _oracle_applied(
     messages: list[Any], lateness_ms: int, late: list[Any] | None = None
 ) -> list[dict[str, Any]]:
     """Brute force over the consumed messages: per partition in offset order, drop the
-    undecodable, the late (older than newest so far - lateness; collected in ``late``)
-    and repeated ids."""
+    undecodable, the late (their messages collected in ``late``) and repeated ids."""
     codec = AvroCodec(load_contracts())
     by_partition: dict[int, list[Any]] = defaultdict(list)
     for m in messages:
         by_partition[m.partition()].append(m)
-    applied = []
+    applied: list[dict[str, Any]] = []
     for msgs in by_partition.values():
-        newest = None
-        ids: set[str] = set()
+        decoded = []
         for m in sorted(msgs, key=lambda m: m.offset()):
             try:
-                e = codec.decode("clicks", m.value())
+                decoded.append({**codec.decode("clicks", m.value()), "_message": m})
             except DecodeError:
                 continue
-            if newest is not None and e["event_time"] < newest - lateness_ms:
-                if late is not None:
-                    late.append(m)
-                continue
-            if e["event_id"] in ids:
-                continue
-            ids.add(e["event_id"])
-            applied.append(e)
-            newest = e["event_time"] if newest is None else max(newest, e["event_time"])
+        ok, too_late = classify_partition(decoded, lateness_ms)
+        applied += [{k: v for k, v in e.items() if k != "_message"} for e in ok]
+        if late is not None:
+            late += [e["_message"] for e in too_late]
     return applied
 
 

@@ -20,7 +20,7 @@ from streams.core.asof import value_as_of
 from streams.core.gate import PartitionGate
 from streams.flow import LogRow, Rejected, SinkItem, build_flow
 from streams.flow.source import classify
-from tests.oracle import view_values
+from tests.oracle import classify_partition, view_values
 
 LATENESS = 30_000
 VIEW = ViewSpec(
@@ -106,22 +106,12 @@ def _redis(items: list[SinkItem]) -> dict[str, dict[bytes, bytes]]:
 def _oracle_applied(
     partitions: dict[int, list[dict[str, Any]]],
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Brute force: per partition in offset order, late = older than (newest so far -
-    lateness); duplicate = an event id applied before. Everything else is applied."""
-    applied = []
-    late = []
+    applied: list[dict[str, Any]] = []
+    late: list[dict[str, Any]] = []
     for events in partitions.values():
-        newest = None
-        ids: set[str] = set()
-        for e in events:
-            if newest is not None and e["event_time"] < newest - LATENESS:
-                late.append(e)
-                continue
-            if e["event_id"] in ids:
-                continue
-            ids.add(e["event_id"])
-            applied.append(e)
-            newest = e["event_time"] if newest is None else max(newest, e["event_time"])
+        ok, too_late = classify_partition(events, LATENESS)
+        applied += ok
+        late += too_late
     return applied, late
 
 
