@@ -42,6 +42,7 @@ def test_online_features_from_containers_equal_counts_from_produced_events(
         "FEATURESTREAM_REDIS_URL": containers.redis_url,
         "FEATURESTREAM_STATE_DIR": str(tmp_path / "state"),
         "FEATURESTREAM_REPO_PATH": str(repo),
+        "FEATURESTREAM_METRICS_PORT": "0",  # no /metrics server in a test
     }
     started = _cli(env, "up")
     assert started.returncode == 0, started.stderr
