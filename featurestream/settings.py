@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["DEFAULT_BROKER_PORT", "DEFAULT_REDIS_PORT", "Settings"]
@@ -34,7 +34,6 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None, description="Existing Redis, e.g. redis://host:6379/0; unset = embedded."
     )
-    redis_password: SecretStr | None = Field(default=None, description="Redis password.")
     schema_registry_url: str | None = Field(
         default=None,
         description="Confluent Schema Registry; when set, producers write the Confluent wire "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -14,13 +13,6 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FEATURE_REPO = REPO_ROOT / "feature_repo"
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def copy_feature_repo(dest: Path) -> Path:

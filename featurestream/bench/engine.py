@@ -26,7 +26,7 @@ from typing import Any
 from featurestream.cli.produce import KafkaSink, produce_generated
 from featurestream.events import AvroCodec, load_contracts
 from featurestream.settings import Settings
-from featurestream.stack import down, up
+from featurestream.stack import down, free_port, up
 from producers import Emission, EventProducer, TrafficConfig, TrafficGenerator
 
 from .machine import describe_machine
@@ -34,14 +34,6 @@ from .machine import describe_machine
 __all__ = ["bench_engine"]
 
 VIEW = "user_click_stats"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -82,7 +74,7 @@ def bench_engine(events: int, reads: int, out_dir: Path, command: str) -> dict[s
         Path("feature_repo"), repo, ignore=shutil.ignore_patterns("data", "__pycache__")
     )
     settings = Settings(
-        state_dir=work / "state", broker_port=_free_port(), redis_port=_free_port(), repo_path=repo
+        state_dir=work / "state", broker_port=free_port(), redis_port=free_port(), repo_path=repo
     )
     up(settings)
     try:

@@ -12,7 +12,7 @@ from typing import Any
 from featurestream.cli.produce import KafkaSink, produce_generated
 from featurestream.events import AvroCodec, load_contracts
 from featurestream.settings import Settings
-from featurestream.stack import Supervisor, down, port_open, up
+from featurestream.stack import Supervisor, down, free_port, port_open, up
 from producers import EventProducer, TrafficConfig, TrafficGenerator
 
 from .machine import describe_machine
@@ -34,22 +34,12 @@ class _NullSink:
         return None
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def bench_producer(events: int, rounds: int, out_dir: Path, command: str) -> dict[str, Any]:
     """Run the benchmark on a fresh embedded stack and write ``producer.{json,md}``."""
     results: dict[str, Any] = {"command": command, "events": events, "machine": describe_machine()}
     config = TrafficConfig(topic="clicks", users=100_000, seed=1)
     with tempfile.TemporaryDirectory() as state:
-        settings = Settings(
-            state_dir=Path(state), broker_port=_free_port(), redis_port=_free_port()
-        )
+        settings = Settings(state_dir=Path(state), broker_port=free_port(), redis_port=free_port())
         up(settings)
         try:
             encode_only = []

@@ -6,7 +6,6 @@ import sys
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import click
@@ -14,7 +13,7 @@ import click
 from featurestream.errors import StackError
 from featurestream.events import AvroCodec, load_contracts
 from featurestream.settings import Settings
-from featurestream.stack import Supervisor, up
+from featurestream.stack import Supervisor, log_tail, up
 from producers import Emission, EventProducer, TrafficConfig, TrafficGenerator
 from streams.definitions import compile_registry
 from streams.online import ProgressKey, TileStore, connect
@@ -50,7 +49,7 @@ def _wait_caught_up(
     while time.monotonic() < deadline:
         if sup.find("engine") is None:
             log = sup.log_file("engine")
-            raise StackError(f"the engine stopped; see {log}:\n{_tail(log)}")
+            raise StackError(f"the engine stopped; see {log}:\n{log_tail(log)}")
         progress = store.progress(project)
         behind = sum(max(0, end - progress.get(k, 0)) for k, end in ends.items())
         if sys.stderr.isatty():
@@ -62,13 +61,6 @@ def _wait_caught_up(
             return True
         time.sleep(0.2)
     return False
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 def run_demo(settings: Settings, *, duration_s: float, rate: float, users: int) -> bool:

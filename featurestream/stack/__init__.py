@@ -11,7 +11,7 @@ from .local import (
     status,
     up,
 )
-from .supervisor import Running, Supervisor, port_open
+from .supervisor import Running, Supervisor, free_port, log_tail, port_open
 
 __all__ = [
     "APP_PROCESSES",
@@ -22,6 +22,8 @@ __all__ = [
     "check_redis",
     "create_topics",
     "down",
+    "free_port",
+    "log_tail",
     "port_open",
     "stack_topics",
     "status",

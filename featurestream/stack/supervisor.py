@@ -20,7 +20,7 @@ from pathlib import Path
 
 from featurestream.errors import PortInUse, StackError
 
-__all__ = ["Running", "Supervisor", "port_open"]
+__all__ = ["Running", "Supervisor", "free_port", "log_tail", "port_open"]
 
 
 def port_open(host: str, port: int, timeout_s: float = 0.2) -> bool:
@@ -30,6 +30,13 @@ def port_open(host: str, port: int, timeout_s: float = 0.2) -> bool:
             return True
     except OSError:
         return False
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _alive(pid: int) -> bool:
@@ -166,7 +173,7 @@ class Supervisor:
                 self._pid_file(name).unlink(missing_ok=True)
                 raise StackError(
                     f"{name} exited with code {proc.returncode} at start; "
-                    f"last log lines ({log_path}):\n{_tail(log_path)}"
+                    f"last log lines ({log_path}):\n{log_tail(log_path)}"
                 )
             if ready():
                 return Running(name, proc.pid, tuple(argv), endpoint, log_path)
@@ -174,7 +181,7 @@ class Supervisor:
         self.stop(name)
         raise StackError(
             f"{name} was not ready within {deadline_s:.0f} s; last log lines ({log_path}):\n"
-            f"{_tail(log_path)}"
+            f"{log_tail(log_path)}"
         )
 
     def stop(self, name: str, timeout_s: float = 10.0) -> bool:
@@ -217,7 +224,8 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def _tail(path: Path, lines: int = 12) -> str:
+def log_tail(path: Path, lines: int = 12) -> str:
+    """The last ``lines`` lines of a log file (for error messages)."""
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:

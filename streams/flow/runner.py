@@ -12,6 +12,7 @@ from bytewax.dataflow import Dataflow
 from featurestream.events import AvroCodec, load_contracts
 
 from ..core import ViewSpec
+from ..offline.log import OfflineLogSink
 from ..online.tile_store import TileStore, connect
 from .dataflow import build_flow
 from .metrics import FlowMetrics
@@ -61,14 +62,11 @@ def kafka_flow(
         codec: The decoder (default: the checked-in contracts, no registry).
         metrics: Counters to fill (default: a fresh set).
     """
-    from ..offline.log import OfflineLogSink
-
     metrics = metrics or FlowMetrics()
-    horizon = config.dedupe_horizon_ms
     source = KafkaEventSource(
         config.bootstrap_servers,
         sorted({v.topic for v in views}),
-        gate_configs(views, None if horizon is None else (lambda _lateness: horizon)),
+        gate_configs(views, config.dedupe_horizon_ms),
         codec or AvroCodec(load_contracts()),
         stop_at_end=config.stop_at_end,
         metrics=metrics,

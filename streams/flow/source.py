@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -276,14 +276,13 @@ class KafkaEventSource(FixedPartitionedSource[Envelope, PartitionResume]):
         )
 
 
-def gate_configs(
-    views: Iterable[Any], horizon_ms: Callable[[int], int] | None = None
-) -> dict[str, GateConfig]:
-    """Per topic: the largest allowed lateness of its views, and the duplicate horizon."""
+def gate_configs(views: Iterable[Any], horizon_ms: int | None = None) -> dict[str, GateConfig]:
+    """Per topic: the largest allowed lateness of its views, and the duplicate horizon
+    (``horizon_ms``, never shorter than the lateness; None = the lateness)."""
     lateness: dict[str, int] = {}
     for view in views:
         lateness[view.topic] = max(lateness.get(view.topic, 0), view.allowed_lateness_ms)
     return {
-        topic: GateConfig(value, max(value, horizon_ms(value) if horizon_ms else value))
+        topic: GateConfig(value, max(value, horizon_ms if horizon_ms is not None else value))
         for topic, value in lateness.items()
     }

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from featurestream.settings import Settings
-from featurestream.stack import down, up
-from tests.support import free_port
+from featurestream.stack import down, free_port, up
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from featurestream.settings import Settings
-from tests.support import free_port
+from featurestream.stack import free_port
 
 
 def _cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

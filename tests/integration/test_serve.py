@@ -11,8 +11,9 @@ import urllib.request
 from pathlib import Path
 
 from featurestream.settings import Settings
+from featurestream.stack import free_port
 from producers import ClickTraffic, EventProducer
-from tests.support import free_port, run_engine_to_end, wait_until
+from tests.support import run_engine_to_end, wait_until
 
 
 def _get(url: str) -> int:
