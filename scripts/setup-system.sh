@@ -3,12 +3,13 @@
 #
 # Usage: scripts/setup-system.sh [demo|test]
 #   demo: redis-server (the embedded local stack's Redis)
-#   test: also docker-compose (validates docker-compose.yml); the container engine
+#   test: also docker-compose (validates docker-compose.yml) and wrk (the serving
+#         benchmark's load generator); the container engine
 #         for the e2e tests is set up by scripts/container-runtime.sh
 set -euo pipefail
 
 want=(redis-server)
-[[ ${1:-demo} == test ]] && want+=(docker-compose)
+[[ ${1:-demo} == test ]] && want+=(docker-compose wrk)
 
 missing=()
 for cmd in "${want[@]}"; do

@@ -7,6 +7,7 @@ The Feast registry is the only definition of features: this module reads
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -160,5 +161,9 @@ def select_views(specs: Iterable[ViewSpec], names: Sequence[str]) -> tuple[ViewS
     known = {s.name: s for s in specs}
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise DefinitionError(f"unknown stream feature view(s) {unknown}; known: {sorted(known)}")
+        near = sorted({m for n in unknown for m in difflib.get_close_matches(n, list(known))})
+        hint = f" (did you mean {', '.join(near)}?)" if near else ""
+        raise DefinitionError(
+            f"unknown stream feature view(s) {unknown}{hint}; known: {sorted(known)}"
+        )
     return tuple(known[n] for n in names)

@@ -6,9 +6,11 @@ import contextlib
 import io
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
+import feast.stream_feature_view  # noqa: F401 - its import resets the RuntimeWarning filters
 from feast import FeatureStore
 from feast.errors import FeastError
 from feast.repo_config import load_repo_config
@@ -16,6 +18,12 @@ from feast.repo_config import load_repo_config
 from featurestream.errors import ConfigError
 
 __all__ = ["apply_repo", "open_store"]
+
+# Feast flags every StreamFeatureView as alpha; featurestream is what runs them. Set
+# after Feast's own ``simplefilter("once", RuntimeWarning)`` so it is not overridden.
+warnings.filterwarnings(
+    "ignore", message="Stream feature views are experimental", category=RuntimeWarning
+)
 
 
 def _config(repo_path: Path, redis_url: str) -> Any:

@@ -10,14 +10,11 @@ per-entity state object.
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import random
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import tracemalloc
 from pathlib import Path
@@ -25,11 +22,10 @@ from typing import Any
 
 from featurestream.cli.produce import KafkaSink, produce_generated
 from featurestream.events import AvroCodec, load_contracts
-from featurestream.settings import Settings
-from featurestream.stack import down, free_port, up
 from producers import Emission, EventProducer, TrafficConfig, TrafficGenerator
 
 from .machine import describe_machine
+from .workspace import bench_stack, cli_env
 
 __all__ = ["bench_engine"]
 
@@ -65,20 +61,11 @@ def _state_size(view: Any, records: list[dict[str, Any]]) -> dict[str, float]:
 def bench_engine(events: int, reads: int, out_dir: Path, command: str) -> dict[str, Any]:
     """Run the benchmark and write ``engine.{json,md}``."""
     from streams.definitions import compile_registry
-    from streams.repo import apply_repo, open_store
+    from streams.repo import open_store
 
     results: dict[str, Any] = {"command": command, "events": events, "machine": describe_machine()}
-    work = Path(tempfile.mkdtemp(prefix="fs-bench-"))
-    repo = work / "feature_repo"
-    shutil.copytree(
-        Path("feature_repo"), repo, ignore=shutil.ignore_patterns("data", "__pycache__")
-    )
-    settings = Settings(
-        state_dir=work / "state", broker_port=free_port(), redis_port=free_port(), repo_path=repo
-    )
-    up(settings)
-    try:
-        apply_repo(repo, settings.online_redis_url)
+    with bench_stack() as (work, settings):
+        repo = settings.repo_path
         store = open_store(repo, settings.online_redis_url)
         view = next(v for v in compile_registry(store) if v.name == VIEW)
         records: list[dict[str, Any]] = []
@@ -102,14 +89,9 @@ def bench_engine(events: int, reads: int, out_dir: Path, command: str) -> dict[s
             on_emission=keep,
         )
 
-        env = {
-            **os.environ,
-            "FEATURESTREAM_BROKER_PORT": str(settings.broker_port),
-            "FEATURESTREAM_REDIS_PORT": str(settings.redis_port),
-            "FEATURESTREAM_REPO_PATH": str(repo),
-            "FEATURESTREAM_STATE_DIR": str(work / "s2"),
-            "FEATURESTREAM_METRICS_PORT": "0",
-        }
+        env = cli_env(
+            settings, FEATURESTREAM_STATE_DIR=str(work / "s2"), FEATURESTREAM_METRICS_PORT="0"
+        )
         started = time.perf_counter()
         subprocess.run(
             [sys.executable, "-m", "featurestream.cli", "run", VIEW, "--stop-at-end"],
@@ -139,9 +121,6 @@ def bench_engine(events: int, reads: int, out_dir: Path, command: str) -> dict[s
             "reads": reads,
         }
         results["state"] = _state_size(view, records)
-    finally:
-        down(settings)
-        shutil.rmtree(work, ignore_errors=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "engine.json").write_text(json.dumps(results, indent=2) + "\n")
     m, st, rd = results["machine"], results["state"], results["read_ms"]

@@ -15,6 +15,7 @@ from featurestream.events import AvroCodec, load_contracts
 from featurestream.settings import Settings
 from featurestream.stack import Supervisor, log_tail, up
 from producers import Emission, EventProducer, TrafficConfig, TrafficGenerator
+from streams.consistency import check_consistency
 from streams.definitions import compile_registry
 from streams.online import ProgressKey, TileStore, connect
 from streams.repo import apply_repo, open_store
@@ -160,6 +161,8 @@ def run_demo(settings: Settings, *, duration_s: float, rate: float, users: int) 
     read_after_ms = time.time_ns() // 1_000_000
     ok = _report(view, user_ids, online, produced, read_ms, read_after_ms)
     _show_recommender(store, sorted(user_ids, key=lambda u: -len(produced[u]))[:6])
+
+    ok = _check_consistency(settings, store) and ok
     click.echo("", err=True)
     click.echo(
         "The stack is still running: `featurestream status` shows it, "
@@ -167,6 +170,22 @@ def run_demo(settings: Settings, *, duration_s: float, rate: float, users: int) 
         err=True,
     )
     return ok
+
+
+def _check_consistency(settings: Settings, store: Any) -> bool:
+    _step("online vs offline for sampled users and read times (featurestream check-consistency)")
+    client = connect(settings.online_redis_url)
+    report = check_consistency(
+        store, compile_registry(store), TileStore(client), client, entities=100, rounds=2
+    )
+    for name, result in report.features.items():
+        click.echo(
+            f"    {name:<48} {result.compared:>5} compared {result.mismatches:>3} mismatches"
+        )
+    click.echo(
+        f"{report.compared} values compared online and offline, {report.mismatches} mismatches"
+    )
+    return report.mismatches == 0
 
 
 def _expected(view: Any, events: list[dict[str, Any]], read_ms: int) -> dict[str, Any]:

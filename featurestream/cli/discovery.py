@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from featurestream.errors import OnlineStoreUnavailable
+from featurestream.errors import ConfigError, OnlineStoreUnavailable
 from streams.definitions import compile_view
 from streams.online import TileStore
 
-__all__ = ["describe_features"]
+__all__ = ["describe_features", "select_rows"]
 
 
 def _window(ms: int) -> str:
@@ -97,3 +99,31 @@ def describe_features(store: Any, tiles: TileStore | None) -> list[dict[str, Any
                 }
             )
     return rows
+
+
+def select_rows(rows: list[dict[str, Any]], names: Sequence[str]) -> list[dict[str, Any]]:
+    """The rows of the views or features (``view:feature``) named; all when none is.
+
+    Raises:
+        ConfigError: naming every unknown name with the closest known ones.
+    """
+    if not names:
+        return rows
+    views = {r["view"] for r in rows}
+    refs = {f"{r['view']}:{r['feature']}" for r in rows}
+    unknown = [n for n in names if n not in views and n not in refs]
+    if unknown:
+        hints = {
+            n: difflib.get_close_matches(n, sorted(refs if ":" in n else views), n=3, cutoff=0.5)
+            for n in unknown
+        }
+        detail = "; ".join(
+            f"{n!r}" + (f" (did you mean {', '.join(h)}?)" if h else "") for n, h in hints.items()
+        )
+        kind = "feature" if all(":" in n for n in unknown) else "view or feature"
+        raise ConfigError(
+            f"unknown {kind} {detail}; list them with featurestream features "
+            f"(known views: {', '.join(sorted(views))})"
+        )
+    wanted = set(names)
+    return [r for r in rows if r["view"] in wanted or f"{r['view']}:{r['feature']}" in wanted]

@@ -338,19 +338,23 @@ def materialize() -> None:
 
 
 @cli.command()
+@click.argument("names", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
 @_one_line_errors
-def features(as_json: bool) -> None:
-    """List every view and feature: type, window, aggregation, entity, source, owner, freshness."""
+def features(names: tuple[str, ...], as_json: bool) -> None:
+    """List every view and feature: type, window, aggregation, entity, source, owner, freshness.
+
+    NAMES (views, or features as view:feature) narrow the list.
+    """
     from streams.online import TileStore, connect
     from streams.repo import open_store
 
-    from .discovery import describe_features
+    from .discovery import describe_features, select_rows
 
     settings = _settings()
     store = open_store(settings.repo_path, settings.online_redis_url)
     tiles = TileStore(connect(settings.online_redis_url, timeout_s=1.0), settings.online_redis_url)
-    rows = describe_features(store, tiles)
+    rows = select_rows(describe_features(store, tiles), names)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -422,6 +426,194 @@ def run(views: tuple[str, ...], stop_at_end: bool) -> None:
         epoch_interval_s=settings.snapshot_interval_s,
         recovery_dir=settings.state_dir / "recovery" / flow_key,
     )
+
+
+def _time_ms(value: str, option: str, now_ms: int) -> int:
+    """An instant given as ISO 8601 with a timezone, epoch milliseconds, ``now`` or ``now-2h``."""
+    import re
+    from datetime import datetime
+
+    text = value.strip()
+    relative = re.fullmatch(r"now(?:-(\d+)([smhd]))?", text)
+    if relative:
+        amount, unit = relative.groups()
+        scale = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+        return now_ms - (int(amount) * scale[unit] if amount else 0)
+    if text.isdigit():
+        return int(text)
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ConfigError(
+            f"{option} {value!r} is not a time; use ISO 8601 with a timezone "
+            "(2026-11-23T10:00:00Z), epoch milliseconds, now or now-2h"
+        ) from exc
+    if parsed.tzinfo is None:
+        raise ConfigError(
+            f"{option} {value!r} has no timezone; add one, e.g. {text}Z for UTC or {text}+01:00"
+        )
+    return int(parsed.timestamp() * 1000)
+
+
+@cli.command()
+@click.argument("views", nargs=-1)
+@click.option("--from", "start", required=True, help="First event time (inclusive).")
+@click.option("--to", "end", required=True, help="Last event time (exclusive).")
+@click.option(
+    "--events",
+    "sources",
+    required=True,
+    multiple=True,
+    help="Parquet/JSON Lines file or folder, or a topic to replay from Kafka (repeatable).",
+)
+@click.option("--topic", default=None, help="Topic of the file events (default: from columns).")
+@click.option("--online", is_flag=True, help="Also set the online tiles still in their windows.")
+@_one_line_errors
+def backfill(
+    views: tuple[str, ...],
+    start: str,
+    end: str,
+    sources: tuple[str, ...],
+    topic: str | None,
+    online: bool,
+) -> None:
+    """Compute the stream views' history from historical events (offline log, optionally online).
+
+    Times: ISO 8601 with a timezone, epoch ms, ``now`` or ``now-2h``. Late events
+    are included: a backfill repairs what the stream dropped as late. With
+    --online the tiles are replaced, so use it while the views' engine is stopped.
+    """
+    from featurestream.events import load_contracts
+    from streams.backfill import FileEvents, KafkaEvents, TimeRange, run_backfill
+    from streams.definitions import compile_registry, select_views
+    from streams.offline.feast_store import log_root
+    from streams.online import TileStore, connect
+    from streams.repo import open_store
+
+    settings = _settings()
+    now_ms = time.time_ns() // 1_000_000
+    time_range = TimeRange(_time_ms(start, "--from", now_ms), _time_ms(end, "--to", now_ms))
+    store = open_store(settings.repo_path, settings.online_redis_url)
+    specs = select_views(compile_registry(store), list(views))
+    contracts = load_contracts()
+    topics = {c.topic for c in contracts}
+    if topic is not None and topic not in topics:
+        raise ConfigError(f"--topic {topic!r} has no event contract; known: {sorted(topics)}")
+    paths = [Path(s) for s in sources if Path(s).exists()]
+    named = [s for s in sources if not Path(s).exists()]
+    unknown = [s for s in named if s not in topics]
+    if unknown:
+        raise ConfigError(
+            f"--events {unknown}: no such file or folder, and not a topic; topics: {sorted(topics)}"
+        )
+    if paths and named:
+        raise ConfigError("--events takes files or topics, not both in one backfill")
+    source: Any
+    if paths:
+        source = FileEvents(paths, contracts, topic)
+    else:
+        from featurestream.stack import check_broker
+
+        check_broker(settings.bootstrap_servers, settings.connect_timeout_s)
+        source = KafkaEvents(settings.bootstrap_servers, named, time_range.start_ms)
+    specs = tuple(s for s in specs if s.topic in source.topics())
+    if not specs:
+        raise ConfigError(
+            f"no stream view{' of ' + str(list(views)) if views else ''} reads "
+            f"{list(source.topics())}"
+        )
+    tiles = None
+    if online:
+        from featurestream.stack import check_redis
+
+        check_redis(settings.online_redis_url, settings.connect_timeout_s)
+        tiles = TileStore(connect(settings.online_redis_url), settings.online_redis_url)
+    report = run_backfill(
+        specs,
+        source,
+        time_range,
+        _codec(settings, for_producing=False),
+        log_root(store.config),
+        online=tiles,
+        now_ms=now_ms,
+    )
+    stats = report.stats
+    invalid = ", ".join(f"{k} {v}" for k, v in sorted(stats.invalid.items())) or "none"
+    click.echo(
+        f"read {stats.read} events in {report.seconds:.2f} s "
+        f"({report.events_per_s:,.0f} events/s): "
+        f"{stats.outside_range} outside the range, {stats.duplicates} duplicates, "
+        f"invalid: {invalid}"
+    )
+    for spec in specs:
+        line = (
+            f"  {spec.name}: {stats.applied[spec.name]} events into "
+            f"{report.files.get(spec.name, 0)} log files"
+        )
+        if online:
+            line += f", {report.online_entities.get(spec.name, 0)} entities online"
+        click.echo(line)
+
+
+@cli.command("check-consistency")
+@click.argument("views", nargs=-1)
+@click.option("--entities", default=100, show_default=True, type=click.IntRange(min=1))
+@click.option("--rounds", default=3, show_default=True, type=click.IntRange(min=1))
+@click.option("--interval", default=1.0, show_default=True, help="Seconds between read times.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--wait", default=30.0, show_default=True, help="Max s for the log to catch up.")
+@click.option("--json", "as_json", is_flag=True, help="The report as JSON.")
+@_one_line_errors
+def check_consistency_cmd(
+    views: tuple[str, ...],
+    entities: int,
+    rounds: int,
+    interval: float,
+    seed: int,
+    wait: float,
+    as_json: bool,
+) -> None:
+    """Read sampled entities online and offline at the same times; report mismatches.
+
+    Exits 1 when any feature differs.
+    """
+    from featurestream.stack import check_redis
+    from streams.consistency import check_consistency
+    from streams.definitions import compile_registry, select_views
+    from streams.online import TileStore, connect
+    from streams.repo import open_store
+
+    settings = _settings()
+    check_redis(settings.online_redis_url, settings.connect_timeout_s)
+    store = open_store(settings.repo_path, settings.online_redis_url)
+    specs = select_views(compile_registry(store), list(views))
+    client = connect(settings.online_redis_url)
+    report = check_consistency(
+        store,
+        specs,
+        TileStore(client, settings.online_redis_url),
+        client,
+        entities=entities,
+        rounds=rounds,
+        interval_s=interval,
+        seed=seed,
+        wait_s=wait,
+    )
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        width = max(len(name) for name in report.features)
+        click.echo(f"{'feature'.ljust(width)}  compared  mismatches")
+        for name, result in report.features.items():
+            click.echo(f"{name.ljust(width)}  {result.compared:>8}  {result.mismatches:>10}")
+            for example in result.examples:
+                click.echo(f"{'':{width}}    e.g. {json.dumps(example)}")
+        click.echo(
+            f"{sum(report.entities.values())} entities x {len(report.read_times_ms)} read times: "
+            f"{report.compared} values compared, {report.mismatches} mismatches"
+        )
+    if report.mismatches:
+        sys.exit(1)
 
 
 @cli.command()
@@ -498,6 +690,38 @@ def bench_engine_cmd(events: int, reads: int, out: Path) -> None:
     command = f"featurestream bench engine --events {events} --reads {reads}"
     result = bench_engine(events, reads, out, command)
     click.echo(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
+
+
+@bench.command("backfill")
+@click.option("--events", default=1_000_000, show_default=True, type=click.IntRange(min=1000))
+@click.option(
+    "--out", default=Path("bench/results"), show_default=True, type=click.Path(path_type=Path)
+)
+@_one_line_errors
+def bench_backfill_cmd(events: int, out: Path) -> None:
+    """Backfill events/s from Parquet (no Kafka), offline only and with online tiles."""
+    from featurestream.bench.backfill import bench_backfill
+
+    command = f"featurestream bench backfill --events {events}"
+    result = bench_backfill(events, out, command)
+    click.echo(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
+
+
+@bench.command("serving")
+@click.option("--seconds", default=15, show_default=True, type=click.IntRange(min=1))
+@click.option("--events", default=100_000, show_default=True, type=click.IntRange(min=100))
+@click.option(
+    "--out", default=Path("bench/results"), show_default=True, type=click.Path(path_type=Path)
+)
+@_one_line_errors
+def bench_serving_cmd(seconds: int, events: int, out: Path) -> None:
+    """req/s and latency of feast serve and featurestream serve on the same data (wrk)."""
+    from featurestream.bench.serving import bench_serving
+
+    command = f"featurestream bench serving --seconds {seconds} --events {events}"
+    result = bench_serving(seconds, events, out, command)
+    click.echo(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
+    click.echo(f"written: {out / 'serving.json'}, {out / 'serving.md'}")
 
 
 def main() -> None:

@@ -213,6 +213,31 @@ class EntityTiles:
             key=key, values=sets, deletes=deletes, ttl_ms=view.retention_ms + _SKEW_MS
         )
 
+    def restore_update(self, view: ViewSpec, key: str, now_ms: int) -> TileUpdate | None:
+        """The update that writes this whole state online as of ``now_ms``.
+
+        Only tiles still within ``view.retention_ms`` of ``now_ms`` are written; the key
+        expires when the newest event leaves the retention. None when nothing of this
+        entity is readable any more (used by backfill and to restore an emptied store).
+        """
+        horizon_ms = now_ms - view.retention_ms
+        if self.max_event_ms < horizon_ms:
+            return None
+        if self._slots is not view.slot_names:
+            self._layout(view)
+        sets: dict[str, tuple[Callable[[Any], bytes], Any]] = {}
+        for slot, idx, vals, (_, agg) in zip(
+            self._slots, self._idx, self._vals, view.slot_items, strict=True
+        ):
+            first = horizon_ms // agg.tile_ms
+            encode = agg.aggregator.encode
+            for index, partial in zip(idx, vals, strict=True):
+                if index >= first:
+                    sets[tile_field(slot, index)] = (encode, partial)
+        sets[LAST_EVENT_FIELD] = (_encode_int, self.max_event_ms)
+        ttl_ms = self.max_event_ms + view.retention_ms + _SKEW_MS - now_ms
+        return TileUpdate(key=key, values=sets, deletes=(), ttl_ms=max(1, ttl_ms))
+
     def _evict(self, view: ViewSpec) -> tuple[str, ...]:
         horizon_ms = self.max_event_ms - view.retention_ms
         dropped: list[str] = []

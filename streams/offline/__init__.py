@@ -4,6 +4,6 @@
 re-exported here.
 """
 
-from .log import EntityEvents, OfflineLogSink, log_schema, read_view_log
+from .log import EntityEvents, OfflineLogSink, log_schema, read_view_log, write_backfill
 
-__all__ = ["EntityEvents", "OfflineLogSink", "log_schema", "read_view_log"]
+__all__ = ["EntityEvents", "OfflineLogSink", "log_schema", "read_view_log", "write_backfill"]

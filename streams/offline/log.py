@@ -5,12 +5,14 @@ schema per view (join keys, ``event_time`` as UTC timestamp in ms, ``event_id``,
 the aggregated columns). File numbers are deterministic per view: they are kept
 in the sink's Bytewax snapshot, and a resumed run first deletes the files
 numbered after its snapshot and then writes them again, so a replay overwrites
-instead of duplicating. A run without a snapshot keeps the files already there
+instead of duplicating. Backfills write ``backfill-{run}-{n}.parquet`` files beside
+them (see :func:`write_backfill`). A run without a snapshot keeps the files already there
 and numbers after them; readers drop repeated ``event_id``s.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import time
@@ -30,9 +32,10 @@ from featurestream.errors import ConfigError
 from ..core import ViewSpec
 from ..flow.dataflow import LogRow
 
-__all__ = ["EntityEvents", "OfflineLogSink", "log_schema", "read_view_log"]
+__all__ = ["EntityEvents", "OfflineLogSink", "log_schema", "read_view_log", "write_backfill"]
 
-_ARROW = {
+ARROW_TYPES = {
+    # Avro primitive type -> Arrow type (the log's and the backfill's explicit schemas)
     "long": pa.int64(),
     "int": pa.int32(),
     "double": pa.float64(),
@@ -48,7 +51,7 @@ _FLUSH_S = 2.0
 def log_schema(view: ViewSpec) -> pa.Schema:
     """The explicit Parquet schema of ``view``'s log."""
     types = dict(view.field_types)
-    fields = [pa.field(k, _ARROW[types[k]], nullable=False) for k in view.join_keys]
+    fields = [pa.field(k, ARROW_TYPES[types[k]], nullable=False) for k in view.join_keys]
     fields += [
         pa.field("event_time", pa.timestamp("ms", tz="UTC"), nullable=False),
         pa.field("event_id", pa.string(), nullable=False),
@@ -56,12 +59,66 @@ def log_schema(view: ViewSpec) -> pa.Schema:
     # Join keys, the event time and the event id are stored once, in their own columns,
     # even when an aggregation reads them.
     stored = {*view.join_keys, "event_id", view.timestamp_field}
-    fields += [pa.field(c, _ARROW[types[c]]) for c in view.columns if c not in stored]
+    fields += [pa.field(c, ARROW_TYPES[types[c]]) for c in view.columns if c not in stored]
     return pa.schema(fields)
 
 
+@functools.lru_cache(maxsize=1024)
+def _day(day: int) -> str:
+    return datetime.fromtimestamp(day * 86_400, tz=UTC).strftime("%Y-%m-%d")
+
+
 def _date(event_time_ms: int) -> str:
-    return datetime.fromtimestamp(event_time_ms / 1000, tz=UTC).strftime("%Y-%m-%d")
+    return _day(event_time_ms // 86_400_000)
+
+
+def _tables(schema: pa.Schema, rows: Sequence[LogRow]) -> list[tuple[str, pa.Table]]:
+    """``rows`` as one table per UTC date of their event time, in ``schema``."""
+    by_date: dict[str, list[LogRow]] = defaultdict(list)
+    for row in rows:
+        by_date[_date(row.event_time_ms)].append(row)
+    out = []
+    for date in sorted(by_date):
+        columns: dict[str, list[Any]] = {name: [] for name in schema.names}
+        for row in by_date[date]:
+            for name in schema.names:
+                if name == "event_time":
+                    columns[name].append(row.event_time_ms)
+                elif name == "event_id":
+                    columns[name].append(row.event_id)
+                elif name in row.entity:
+                    columns[name].append(row.entity[name])
+                else:
+                    columns[name].append(row.values.get(name))
+        out.append((date, pa.Table.from_pydict(columns, schema=schema)))
+    return out
+
+
+def _write_atomically(table: pa.Table, final: Path) -> None:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.tmp"  # dot files are not read as part of the log
+    pq.write_table(table, tmp)
+    os.replace(tmp, final)
+
+
+def write_backfill(root: Path, view: ViewSpec, rows: Sequence[LogRow], run_id: str) -> list[Path]:
+    """Write a backfill's rows of ``view`` into the log, replacing an earlier run ``run_id``.
+
+    Files are ``{root}/{view}/date=D/backfill-{run_id}-{n}.parquet``: never numbered
+    like the engine's files, so a resumed engine never deletes them, and a repeated
+    backfill with the same ``run_id`` overwrites its own files. Readers drop event ids
+    the engine logged too.
+    """
+    folder = root / view.name
+    if folder.is_dir():
+        for path in folder.glob(f"date=*/backfill-{run_id}-*.parquet"):
+            path.unlink()
+    written = []
+    for n, (date, table) in enumerate(_tables(log_schema(view), rows)):
+        path = folder / f"date={date}" / f"backfill-{run_id}-{n:05d}.parquet"
+        _write_atomically(table, path)
+        written.append(path)
+    return written
 
 
 class _ViewLog(StatefulSinkPartition[LogRow, int]):
@@ -113,30 +170,9 @@ class _ViewLog(StatefulSinkPartition[LogRow, int]):
         self._last_flush = time.monotonic()
         if not self._rows:
             return
-        by_date: dict[str, list[LogRow]] = defaultdict(list)
-        for row in self._rows:
-            by_date[_date(row.event_time_ms)].append(row)
-        self._rows = []
-        for date in sorted(by_date):
-            rows = by_date[date]
-            columns: dict[str, list[Any]] = {name: [] for name in self._names}
-            for row in rows:
-                for name in self._names:
-                    if name == "event_time":
-                        columns[name].append(row.event_time_ms)
-                    elif name == "event_id":
-                        columns[name].append(row.event_id)
-                    elif name in row.entity:
-                        columns[name].append(row.entity[name])
-                    else:
-                        columns[name].append(row.values.get(name))
-            table = pa.Table.from_pydict(columns, schema=self._schema)
-            folder = self._dir / f"date={date}"
-            folder.mkdir(parents=True, exist_ok=True)
-            final = folder / f"part-{self._seq:09d}.parquet"
-            tmp = folder / f".{final.name}.tmp"  # dot files are not read as part of the log
-            pq.write_table(table, tmp)
-            os.replace(tmp, final)
+        rows, self._rows = self._rows, []
+        for date, table in _tables(self._schema, rows):
+            _write_atomically(table, self._dir / f"date={date}" / f"part-{self._seq:09d}.parquet")
             self._seq += 1
 
     def snapshot(self) -> int:

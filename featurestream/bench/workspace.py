@@ -1,0 +1,51 @@
+"""A fresh embedded stack and a private, applied copy of the feature repository."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from featurestream.settings import Settings
+from featurestream.stack import down, free_port, up
+
+__all__ = ["bench_stack", "cli_env"]
+
+
+@contextmanager
+def bench_stack() -> Iterator[tuple[Path, Settings]]:
+    """A work folder and the settings of a stack started for one benchmark (then removed).
+
+    ``settings.repo_path`` is a copy of ``feature_repo/`` applied to the stack's Redis.
+    """
+    from streams.repo import apply_repo
+
+    work = Path(tempfile.mkdtemp(prefix="fs-bench-"))
+    repo = work / "feature_repo"
+    shutil.copytree(
+        Path("feature_repo"), repo, ignore=shutil.ignore_patterns("data", "__pycache__")
+    )
+    settings = Settings(
+        state_dir=work / "state", broker_port=free_port(), redis_port=free_port(), repo_path=repo
+    )
+    up(settings)
+    try:
+        apply_repo(repo, settings.online_redis_url)
+        yield work, settings
+    finally:
+        down(settings)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a ``featurestream`` subprocess using ``settings``' stack."""
+    return {
+        **os.environ,
+        "FEATURESTREAM_BROKER_PORT": str(settings.broker_port),
+        "FEATURESTREAM_REDIS_PORT": str(settings.redis_port),
+        "FEATURESTREAM_REPO_PATH": str(settings.repo_path),
+        **extra,
+    }

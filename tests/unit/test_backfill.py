@@ -1,0 +1,217 @@
+"""The backfill's pure accumulation and the whole-state online write, against the oracle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from featurestream.errors import ConfigError
+from featurestream.events import AvroCodec, load_contracts
+from streams.backfill import FileEvents, History, TimeRange
+from streams.consistency import same_value
+from streams.core import AggregationSpec, EntityTiles, ViewSpec, read_view, tile_key
+from tests.oracle import view_values
+
+PROPERTY = settings(max_examples=60, deadline=None)
+
+VIEW = ViewSpec(
+    project="p",
+    name="spend",
+    topic="purchases",
+    join_keys=("user_id",),
+    timestamp_field="event_time",
+    allowed_lateness_ms=30_000,
+    aggregations=(
+        AggregationSpec("n_10m", "count", "event_id", 600_000, 10_000),
+        AggregationSpec("sum_1h", "sum", "amount", 3_600_000, 60_000),
+        AggregationSpec("items_10m", "count_distinct", "item_id", 600_000, 10_000),
+        AggregationSpec("last_1h", "last", "amount", 3_600_000, 60_000),
+    ),
+    field_types=(("user_id", "long"), ("amount", "double"), ("item_id", "long")),
+)
+
+events_strategy = st.lists(
+    st.tuples(
+        st.integers(0, 3),  # user
+        st.integers(0, 7_200_000),  # event time
+        st.floats(0, 1000, allow_nan=False).map(lambda x: round(x, 2)),
+        st.integers(1, 5),  # item
+        st.integers(0, 40),  # event id (repeats are duplicates of the first)
+    ),
+    max_size=80,
+)
+
+
+def _events(raw: list[tuple[int, int, float, int, int]]) -> list[dict[str, Any]]:
+    first: dict[int, dict[str, Any]] = {}
+    out = []
+    for user, t, amount, item, eid in raw:
+        event = first.setdefault(
+            eid,
+            {
+                "event_id": f"e{eid}",
+                "user_id": user,
+                "event_time": t,
+                "amount": amount,
+                "item_id": item,
+            },
+        )
+        out.append(dict(event))  # a repeated id resends the same event
+    return out
+
+
+@PROPERTY
+@given(raw=events_strategy, start=st.integers(0, 3_600_000), length=st.integers(1, 7_200_000))
+def test_history_keeps_each_event_in_range_once_and_folds_it_like_the_oracle(
+    raw: list[tuple[int, int, float, int, int]], start: int, length: int
+) -> None:
+    events = _events(raw)
+    time_range = TimeRange(start, start + length)
+    history = History([VIEW], time_range)
+    for event in events:
+        history.add("purchases", event)
+    unique = list({e["event_id"]: e for e in events}.values())
+    kept = [e for e in unique if start <= e["event_time"] < start + length]
+    assert history.stats.read == len(events)
+    assert history.stats.applied == {"spend": len(kept)}
+    assert history.stats.duplicates == sum(
+        1 for e in events if start <= e["event_time"] < start + length
+    ) - len(kept)
+    rows = history.rows(VIEW)
+    assert sorted(r.event_id for r in rows) == sorted(e["event_id"] for e in kept)
+    assert [r.event_time_ms for r in rows] == sorted(r.event_time_ms for r in rows)
+
+    # The folded tiles, written whole as of a read time, read like the oracle over
+    # the events kept (within the retention of that time).
+    tiles = history.tiles(VIEW)
+    for read_ms in (start + length, start + length + 700_000):
+        for user in range(4):
+            key = tile_key("p", "spend", str(user))
+            mine = [e for e in kept if e["user_id"] == user]
+            state = tiles.get(key)
+            update = None if state is None else state.restore_update(VIEW, key, read_ms)
+            if update is None:
+                # nothing written: every window must be empty at read_ms
+                assert all(v in (0, None) for v in view_values(mine, VIEW, read_ms).values())
+                continue
+            assert update.key == key and update.ttl_ms > 0
+            raw_hash = {k.encode(): v for k, v in update.sets.items()}
+            got = read_view(VIEW, raw_hash, read_ms)
+            want = view_values(mine, VIEW, read_ms)
+            assert got.keys() == want.keys()
+            for name in got:
+                assert got[name] == pytest.approx(want[name]), name
+
+
+def test_restore_update_writes_only_tiles_still_in_retention() -> None:
+    tiles = EntityTiles()
+    key = tile_key("p", "spend", "1")
+    for t in (0, 100_000, 3_000_000, 3_500_000):
+        tiles.apply(
+            VIEW,
+            key,
+            {"event_id": str(t), "user_id": 1, "event_time": t, "amount": 1.0, "item_id": 1},
+        )
+    now = 3_500_000 + 1_000
+    update = tiles.restore_update(VIEW, key, now)
+    assert update is not None
+    horizon = now - VIEW.retention_ms
+    for name in update.sets:
+        if name == "_last_ms":
+            continue
+        slot, _, index = name.partition(":")
+        assert int(index) >= horizon // VIEW.slots[slot].tile_ms
+    assert update.sets["_last_ms"] == b"3500000"
+    assert update.ttl_ms == 3_500_000 + VIEW.retention_ms + 300_000 - now
+    # far past the retention of the newest event: nothing to write
+    assert tiles.restore_update(VIEW, key, 3_500_000 + VIEW.retention_ms + 1) is None
+
+
+def test_empty_range_and_invalid_rows_are_reported() -> None:
+    with pytest.raises(ConfigError, match="empty backfill range"):
+        TimeRange(10, 10)
+    history = History([VIEW], TimeRange(0, 100))
+    history.reject("out_of_range")
+    history.add("clicks", {"event_id": "x", "event_time": 5})  # no view reads clicks
+    assert history.stats.read == 2 and history.stats.invalid == {"out_of_range": 1}
+    assert history.stats.applied == {"spend": 0}
+
+
+@pytest.mark.parametrize(
+    ("online", "offline", "same"),
+    [
+        (3, 3, True),
+        (3, 4, False),
+        (0.5, 0.5, True),
+        (None, float("nan"), True),
+        (None, 0, False),
+        (0, None, False),
+        (1.0, float("nan"), False),
+    ],
+)
+def test_same_value(online: Any, offline: Any, same: bool) -> None:
+    assert same_value(online, offline) is same
+
+
+def _purchase(i: int, **changes: Any) -> dict[str, Any]:
+    row = {
+        "event_id": f"p{i}",
+        "user_id": i % 3,
+        "item_id": 1 + i % 4,
+        "amount": 10.0 + i,
+        "currency": "EUR",
+        "event_time": 1_000 + i,
+    }
+    return {**row, **changes}
+
+
+@pytest.mark.parametrize(
+    ("bad", "kind"),
+    [
+        ({"amount": -1.0}, "out_of_range"),
+        ({"amount": float("inf")}, "out_of_range"),
+        ({"event_time": -5}, "out_of_range"),
+        ({"user_id": None}, "schema_mismatch"),
+        (None, None),
+    ],
+)
+def test_parquet_rows_are_checked_like_encoded_events(
+    tmp_path: Path, bad: dict[str, Any] | None, kind: str | None
+) -> None:
+    rows = [_purchase(i) for i in range(50)]
+    if bad is not None:
+        rows[17] = _purchase(17, **bad)
+    path = tmp_path / "purchases.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    history = History([VIEW], TimeRange(0, 10**6))
+    FileEvents([path], load_contracts()).feed(history, AvroCodec(load_contracts()))
+    assert history.stats.read == 50
+    expected = 49 if bad is not None else 50
+    assert history.stats.applied == {"spend": expected}
+    assert dict(history.stats.invalid) == ({} if kind is None else {kind: 1})
+    # The batch check and the row check keep the same records.
+    want = [r for i, r in enumerate(rows) if bad is None or i != 17]
+    assert [(r.event_id, r.values["amount"]) for r in history.rows(VIEW)] == [
+        (r["event_id"], r["amount"]) for r in want
+    ]
+
+
+def test_file_topic_is_told_by_columns_or_by_name(tmp_path: Path) -> None:
+    contracts = load_contracts()
+    click = {"event_id": "a", "user_id": 1, "item_id": 2, "page": "home", "event_time": 5}
+    (tmp_path / "events.jsonl").write_text(json.dumps(click))
+    with pytest.raises(ConfigError, match="several event contracts"):
+        FileEvents([tmp_path / "events.jsonl"], contracts)
+    (tmp_path / "events.jsonl").rename(tmp_path / "impressions-2026.jsonl")
+    assert FileEvents([tmp_path / "impressions-2026.jsonl"], contracts).topics() == ("impressions",)
+    assert FileEvents([tmp_path], contracts, topic="clicks").topics() == ("clicks",)
+    (tmp_path / "other.jsonl").write_text(json.dumps({"foo": 1}))
+    with pytest.raises(ConfigError, match="fit no event contract"):
+        FileEvents([tmp_path / "other.jsonl"], contracts)
