@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
@@ -21,7 +21,7 @@ from streams.online import ProgressKey, TileStore, connect
 from streams.repo import apply_repo, open_store
 
 from .produce import KafkaSink, produce_generated, tty_progress
-from .seed import seed_data
+from .seed import VALID_FROM, seed_data
 
 __all__ = ["run_demo"]
 
@@ -79,7 +79,13 @@ def run_demo(settings: Settings, *, duration_s: float, rate: float, users: int) 
     store = open_store(settings.repo_path, settings.online_redis_url)
     view = next(v for v in compile_registry(store) if v.name == VIEW)
     _step("materializing the batch views (user_profile, item_features)")
-    store.materialize_incremental(end_date=datetime.now(tz=UTC))
+    # The whole validity range: this run's users are new rows dated VALID_FROM, which an
+    # incremental run after an earlier demo would skip.
+    store.materialize(
+        start_date=VALID_FROM - timedelta(days=1),
+        end_date=datetime.now(tz=UTC),
+        feature_views=["user_profile", "item_features"],
+    )
 
     _step("starting the engine (featurestream run) in the background")
     sup = Supervisor(settings.state_dir)
@@ -163,6 +169,7 @@ def run_demo(settings: Settings, *, duration_s: float, rate: float, users: int) 
     _show_recommender(store, sorted(user_ids, key=lambda u: -len(produced[u]))[:6])
 
     ok = _check_consistency(settings, store) and ok
+    ok = _model(settings, store, sup, sorted(user_ids, key=lambda u: -len(produced[u]))[:3]) and ok
     click.echo("", err=True)
     click.echo(
         "The stack is still running: `featurestream status` shows it, "
@@ -186,6 +193,84 @@ def _check_consistency(settings: Settings, store: Any) -> bool:
         f"{report.compared} values compared online and offline, {report.mismatches} mismatches"
     )
     return report.mismatches == 0
+
+
+def _model(settings: Settings, store: Any, sup: Supervisor, users: list[int]) -> bool:
+    """Train the recommender on the offline log, serve it, and show that the features it
+    is served with equal the training data's at the same time."""
+    import http.client
+    import json
+
+    import pandas as pd
+
+    from featurestream.stack import free_port, port_open
+
+    from .model import default_model_path, train
+
+    _step("training the recommender on point-in-time training data (featurestream train-model)")
+    path = default_model_path(settings)
+    model = train(store, path, max_clicks=5_000)
+    click.echo(
+        f"    {model.metrics['rows']} rows (clicks and sampled non-clicks), "
+        f"holdout AUC {model.metrics['holdout_auc']:.3f}",
+        err=True,
+    )
+    _step("serving it (featurestream serve-model) and asking POST /predict")
+    port = free_port()
+    sup.stop("model")
+    sup.start(
+        "model",
+        [sys.executable, "-m", "featurestream.cli", "serve-model", "--port", str(port)],
+        endpoint=f"http://127.0.0.1:{port}",
+        ready=lambda: port_open("127.0.0.1", port),
+        deadline_s=60,
+    )
+    same = True
+    click.echo(f"{'user_id':>10} {'item_id':>8} {'score':>7}  served features == training data")
+    for user in users:
+        request_ms = time.time_ns() // 1_000_000
+        body = {"user_id": user, "item_id": 7, "item_price": 30.0, "request_time_ms": request_ms}
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            connection.request(
+                "POST", "/predict", json.dumps(body), {"Content-Type": "application/json"}
+            )
+            answer = json.loads(connection.getresponse().read())
+        finally:
+            connection.close()
+        # The same features as training data at the request time.
+        offline = (
+            store.get_historical_features(
+                entity_df=pd.DataFrame(
+                    {
+                        "user_id": [user],
+                        "item_id": [7],
+                        "request_time_ms": [request_ms],
+                        "item_price": [30.0],
+                        "event_timestamp": pd.to_datetime([request_ms], unit="ms", utc=True),
+                    }
+                ),
+                features=store.get_feature_service("recommender_v1"),
+            )
+            .to_df()
+            .iloc[0]
+        )
+        served = answer["features"]
+        equal = all(_same(v, offline[k]) for k, v in served.items())
+        same = same and equal
+        if not equal:
+            diff = {k: (v, offline[k]) for k, v in served.items() if not _same(v, offline[k])}
+            click.echo(f"    served vs training data: {diff}", err=True)
+        click.echo(f"{user:>10} {7:>8} {answer['score']:>7.3f}  {'yes' if equal else 'NO'}")
+    return same
+
+
+def _same(served: Any, offline: Any) -> bool:
+    import pandas as pd
+
+    if served is None or offline is None or pd.isna(offline):
+        return served is None and (offline is None or bool(pd.isna(offline)))
+    return bool(served == offline)  # exactly: the same events, the same code
 
 
 def _expected(view: Any, events: list[dict[str, Any]], read_ms: int) -> dict[str, Any]:

@@ -637,6 +637,46 @@ def serve(host: str | None, port: int | None, workers: int) -> None:
     )
 
 
+@cli.command("train-model")
+@click.option("--max-clicks", default=20_000, show_default=True, type=click.IntRange(min=1))
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Model file.")
+@_one_line_errors
+def train_model_cmd(max_clicks: int, out: Path | None) -> None:
+    """Train the example recommender on point-in-time training data from the offline log."""
+    from streams.repo import open_store
+
+    from .model import default_model_path, train
+
+    settings = _settings()
+    store = open_store(settings.repo_path, settings.online_redis_url)
+    path = out or default_model_path(settings)
+    model = train(store, path, max_clicks=max_clicks)
+    click.echo(f"trained on {model.metrics['rows']} rows: {json.dumps(model.metrics)}")
+    click.echo(f"written: {path}")
+
+
+@cli.command("serve-model")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=6570, show_default=True)
+@click.option("--model", "model_path", type=click.Path(path_type=Path), default=None)
+@_one_line_errors
+def serve_model_cmd(host: str, port: int, model_path: Path | None) -> None:
+    """Serve POST /predict: the recommender's score for a user and a candidate item."""
+    import uvicorn
+
+    from featurestream.stack import check_redis
+    from serving.inference.app import build_model_app
+    from streams.repo import open_store
+
+    from .model import default_model_path, load_model
+
+    settings = _settings()
+    check_redis(settings.online_redis_url, settings.connect_timeout_s)
+    model = load_model(model_path or default_model_path(settings))
+    store = open_store(settings.repo_path, settings.online_redis_url)
+    uvicorn.run(build_model_app(store, model), host=host, port=port, log_level="warning")
+
+
 @cli.command()
 @click.option("--duration", default=30.0, show_default=True, help="Seconds of synthetic clicks.")
 @click.option("--rate", default=1000.0, show_default=True, help="Clicks per second.")

@@ -30,7 +30,7 @@ from feast.stream_feature_view import StreamFeatureView
 from featurestream.errors import ConfigError
 
 from ..core import ViewSpec
-from ..core.asof import value_as_of
+from ..core.asof import TiledHistory, value_as_of
 from ..definitions import compile_view
 from .log import read_view_log
 
@@ -88,14 +88,26 @@ def historical_values(
     events = read_view_log(root, spec, set(keys))
     aggs = {a.name: a for a in spec.aggregations}
     out: dict[str, list[Any]] = {f: [] for f in features}
-    for key, t in zip(keys, times, strict=True):
-        entity = events.get(key)
-        for name in features:
-            agg = aggs[name]
+    # Each entity's events are folded into tiles once per aggregation, and its rows are
+    # read in time order: whole tiles merged like the online read, the read's own tile
+    # folded incrementally.
+    rows_of: dict[tuple[Any, ...], list[int]] = {}
+    for row, key in enumerate(keys):
+        rows_of.setdefault(key, []).append(row)
+    for name in features:
+        agg = aggs[name]
+        column: list[Any] = [None] * len(keys)
+        for key, rows in rows_of.items():
+            entity = events.get(key)
+            reads = [times[r] for r in rows]
             if entity is None:
-                out[name].append(value_as_of(agg, [], [], t))
+                values = [value_as_of(agg, [], [], t) for t in reads]
             else:
-                out[name].append(value_as_of(agg, entity.times_ms, entity.columns[agg.column], t))
+                history = TiledHistory(agg, entity.times_ms, entity.columns[agg.column])
+                values = history.values(reads)
+            for r, v in zip(rows, values, strict=True):
+                column[r] = v
+        out[name] = column
     return out
 
 
@@ -128,9 +140,12 @@ class _Job(RetrievalJob):
 
     def _to_df_internal(self, timeout: int | None = None) -> pd.DataFrame:
         if self._base is not None:
-            df = self._base._to_df_internal(timeout)
-            # Feast sorts and reindexes rows: align on the entity columns and timestamp.
             left = self._entity_df.reset_index(drop=True)
+            # Feast's file store sorts and reindexes rows, and drops the rows no batch
+            # view has a value for: put its columns back onto every entity row.
+            keys = list(left.columns)
+            base = self._base._to_df_internal(timeout).drop_duplicates(keys)
+            df = left.merge(base, on=keys, how="left")
         else:
             df = self._entity_df.reset_index(drop=True).copy()
             left = df

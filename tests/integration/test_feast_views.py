@@ -155,3 +155,20 @@ def test_plain_feast_materialize_incremental_loads_the_batch_views(
     assert online["country"] == [p["country"] for p in profiles]
     assert online["segment"] == [p["segment"] for p in profiles]
     assert online["price"] == [items[0]["price"]] * len(profiles)
+    # Training data keeps every entity row, also one no batch view knows (Feast's file
+    # store alone drops it).
+    unknown = first_user + 999
+    frame = store.get_historical_features(
+        entity_df=pd.DataFrame(
+            {
+                "user_id": [profiles[0]["user_id"], unknown, profiles[1]["user_id"]],
+                "event_timestamp": pd.Timestamp.now(tz="UTC"),
+            }
+        ),
+        features=["user_profile:country", "user_click_stats:clicks_last_1h"],
+    ).to_df()
+    by_user = dict(zip(frame["user_id"], frame["country"], strict=True))
+    assert len(frame) == 3
+    assert by_user[profiles[0]["user_id"]] == profiles[0]["country"]
+    assert pd.isna(by_user[unknown])
+    assert frame["clicks_last_1h"].tolist() == [0, 0, 0]

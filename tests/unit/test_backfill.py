@@ -215,3 +215,21 @@ def test_file_topic_is_told_by_columns_or_by_name(tmp_path: Path) -> None:
     (tmp_path / "other.jsonl").write_text(json.dumps({"foo": 1}))
     with pytest.raises(ConfigError, match="fit no event contract"):
         FileEvents([tmp_path / "other.jsonl"], contracts)
+
+
+@PROPERTY
+@given(raw=events_strategy, reads=st.lists(st.integers(-10_000, 8_000_000), max_size=20))
+def test_tiled_history_reads_like_folding_every_event(
+    raw: list[tuple[int, int, float, int, int]], reads: list[int]
+) -> None:
+    from streams.core.asof import TiledHistory, value_as_of
+
+    events = sorted(_events(raw), key=lambda e: e["event_time"])
+    times = [e["event_time"] for e in events]
+    for agg in VIEW.aggregations:
+        column = [e[agg.column] for e in events]
+        history = TiledHistory(agg, times, column)
+        at = reads + times
+        expected = [value_as_of(agg, times, column, t) for t in at]
+        assert [history.value(t) for t in at] == expected, agg.name
+        assert history.values(at) == expected, agg.name

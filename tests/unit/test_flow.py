@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from featurestream.events import AvroCodec, load_contracts
 from streams.core import AggregationSpec, ViewSpec, read_view, tile_key
-from streams.core.asof import value_as_of
+from streams.core.asof import TiledHistory, value_as_of
 from streams.core.gate import PartitionGate
 from streams.flow import LogRow, Rejected, SinkItem, build_flow
 from streams.flow.source import classify
@@ -190,6 +190,7 @@ def test_online_and_offline_values_equal_the_oracle(
                     r.event_id if agg.column == "event_id" else r.values[agg.column] for r in rows
                 ]
                 assert value_as_of(agg, times, column, past) == expected[agg.name]
+                assert TiledHistory(agg, times, column).value(past) == expected[agg.name]
 
 
 def test_count_decays_to_zero_when_last_event_leaves_window() -> None:
