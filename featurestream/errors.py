@@ -10,6 +10,7 @@ in adapters and re-raised as one of these ``from exc``::
     ├── TransientError         retry: a dependency is slow or unavailable
     │   ├── BrokerUnavailable
     │   └── OnlineStoreUnavailable
+    │       └── OnlineStoreLost  Redis restarted empty: restore the online tiles
     ├── StackError             the local stack could not be started or stopped
     │   └── PortInUse
     └── EventError             one event is bad; it is dead-lettered, the flow goes on
@@ -29,6 +30,7 @@ __all__ = [
     "EventError",
     "FeaturestreamError",
     "InvalidEvent",
+    "OnlineStoreLost",
     "OnlineStoreUnavailable",
     "PortInUse",
     "StackError",
@@ -58,6 +60,10 @@ class BrokerUnavailable(TransientError):
 
 class OnlineStoreUnavailable(TransientError):
     """Redis (the online store) did not answer within the deadline."""
+
+
+class OnlineStoreLost(OnlineStoreUnavailable):
+    """Redis came back without the data it had acknowledged (restarted empty)."""
 
 
 class StackError(FeaturestreamError):

@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     snapshot_interval_s: float = Field(
         default=5.0, gt=0, description="How often the engine snapshots its state (recovery)."
     )
+    restore_online: bool = Field(
+        default=True,
+        description="Rewrite the online tiles from the offline log when Redis lost them.",
+    )
     connect_timeout_s: float = Field(default=5.0, gt=0)
     serve_host: str = "127.0.0.1"
     serve_port: int = Field(default=6566, ge=1, le=65535)

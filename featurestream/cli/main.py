@@ -385,7 +385,7 @@ def run(views: tuple[str, ...], stop_at_end: bool) -> None:
     from featurestream.stack import check_broker, check_redis
     from streams.definitions import compile_registry, select_views
     from streams.flow import FlowMetrics
-    from streams.flow.runner import RunConfig, kafka_flow, run_flow
+    from streams.flow.runner import RunConfig, run_engine
     from streams.offline.feast_store import log_root
     from streams.repo import open_store
 
@@ -413,6 +413,7 @@ def run(views: tuple[str, ...], stop_at_end: bool) -> None:
         offline_log=log_root(store.config),
         stop_at_end=stop_at_end,
         dedupe_horizon_ms=settings.dedupe_horizon_ms,
+        restore_online=settings.restore_online,
     )
     metrics = FlowMetrics()
     if settings.metrics_port:
@@ -421,8 +422,11 @@ def run(views: tuple[str, ...], stop_at_end: bool) -> None:
         show_progress(metrics, specs)
     # Recovery state per set of view definitions: a changed definition starts afresh.
     flow_key = "-".join(s.state_id for s in specs)
-    run_flow(
-        kafka_flow(specs, config, _codec(settings, for_producing=False), metrics),
+    run_engine(
+        specs,
+        config,
+        _codec(settings, for_producing=False),
+        metrics,
         epoch_interval_s=settings.snapshot_interval_s,
         recovery_dir=settings.state_dir / "recovery" / flow_key,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from bytewax.dataflow import Dataflow
 
+from featurestream.errors import OnlineStoreLost
 from featurestream.events import AvroCodec, load_contracts
 
 from ..core import ViewSpec
@@ -16,10 +18,13 @@ from ..offline.log import OfflineLogSink
 from ..online.tile_store import TileStore, connect
 from .dataflow import build_flow
 from .metrics import FlowMetrics
+from .restore import restore_online
 from .sinks import OnlineTileSink, RejectedSink
 from .source import KafkaEventSource, gate_configs
 
-__all__ = ["RunConfig", "kafka_flow", "run_flow"]
+__all__ = ["RunConfig", "kafka_flow", "run_engine", "run_flow"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,8 @@ class RunConfig:
             runs and tests) instead of tailing forever.
         write_retry_s: How long failing online writes are retried before stopping.
         dedupe_horizon_ms: Duplicate-detection horizon; None = the allowed lateness.
+        restore_online: Rewrite the online tiles from the offline log when Redis lost
+            them (at start, and when it restarts empty during the run).
     """
 
     bootstrap_servers: str
@@ -46,6 +53,7 @@ class RunConfig:
     stop_at_end: bool = False
     write_retry_s: float = 60.0
     dedupe_horizon_ms: int | None = None
+    restore_online: bool = True
 
 
 def kafka_flow(
@@ -117,3 +125,52 @@ def run_flow(
         epoch_interval=timedelta(seconds=epoch_interval_s),
         recovery_config=recovery,
     )
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind) or kind.__name__ in str(current):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def run_engine(
+    views: Sequence[ViewSpec],
+    config: RunConfig,
+    codec: AvroCodec | None = None,
+    metrics: FlowMetrics | None = None,
+    *,
+    epoch_interval_s: float = 1.0,
+    recovery_dir: Path | None = None,
+) -> None:
+    """Run the engine of ``views``; restore the online tiles whenever Redis lost them.
+
+    Before the run, and each time a write finds that Redis restarted empty, the tiles
+    still in their windows are rewritten from the offline log and the flow resumes
+    from its last snapshot (replaying what came after it).
+    """
+    metrics = metrics or FlowMetrics()
+    store = TileStore(connect(config.redis_url), config.redis_url)
+    project = views[0].project if views else ""
+    # Nothing written since Redis last started empty: restore before running.
+    lost = not store.has_marker(project)
+    while True:
+        if lost and config.restore_online and config.offline_log is not None:
+            restore_online(views, config.offline_log, store)
+        try:
+            run_flow(
+                kafka_flow(views, config, codec, metrics),
+                epoch_interval_s=epoch_interval_s,
+                recovery_dir=recovery_dir,
+            )
+            return
+        except Exception as exc:
+            if not (config.restore_online and _caused_by(exc, OnlineStoreLost)):
+                raise
+            log.warning("Redis lost the online tiles: restoring them and resuming")
+            # The failed batch set the marker again: restore regardless of it.
+            lost = True

@@ -10,7 +10,7 @@ from typing import Any
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from featurestream.errors import BrokerUnavailable, OnlineStoreUnavailable
+from featurestream.errors import BrokerUnavailable, OnlineStoreLost, OnlineStoreUnavailable
 
 from ..online.tile_store import ProgressKey, TileStore
 from .dataflow import Rejected, SinkItem
@@ -29,6 +29,7 @@ class _TilePartition(StatelessSinkPartition[SinkItem]):
         self._project = project
         self._retry_for_s = retry_for_s
         self._metrics = metrics
+        self._wrote = False
 
     def write_batch(self, items: list[SinkItem]) -> None:
         updates = [i.update for i in items if i.update is not None]
@@ -44,7 +45,17 @@ class _TilePartition(StatelessSinkPartition[SinkItem]):
                 started = time.perf_counter()
                 fields = self._store.write(updates, progress, project=self._project)
                 self._metrics.observe_write(fields, time.perf_counter() - started)
+                if self._wrote and not self._store.last_write_found_marker:
+                    # Tiles written before are gone; those of this batch are complete
+                    # (tile contents are set), the others must be restored.
+                    raise OnlineStoreLost(
+                        f"Redis lost the online tiles of {self._project!r} (it restarted "
+                        "empty); restoring them from the offline log"
+                    )
+                self._wrote = True
                 return
+            except OnlineStoreLost:
+                raise
             except OnlineStoreUnavailable as exc:
                 if time.monotonic() + backoff_s > deadline:
                     raise

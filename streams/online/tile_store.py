@@ -25,6 +25,7 @@ __all__ = [
     "TileStore",
     "connect",
     "freshness_key",
+    "marker_key",
     "progress_key",
     "wall_clock_ms",
 ]
@@ -40,6 +41,11 @@ _REDIS_ERRORS = (
 def freshness_key(project: str) -> str:
     """Hash of ``{view}`` -> wall-clock ms of the last online write for the view."""
     return f"fst:{project}:_written"
+
+
+def marker_key(project: str) -> str:
+    """Set by every write: its absence after writes means Redis lost what it held."""
+    return f"fst:{project}:_online"
 
 
 def progress_key(project: str) -> str:
@@ -92,6 +98,7 @@ class TileStore:
     def __init__(self, client: redis.Redis, describe: str = "redis") -> None:
         self._client = client
         self._describe = describe
+        self.last_write_found_marker = True
 
     def ping(self) -> None:
         """Check that Redis answers.
@@ -117,7 +124,8 @@ class TileStore:
         """Apply tile updates and the progress they cover, atomically.
 
         Returns:
-            The number of tile fields set.
+            The number of tile fields set. ``last_write_found_marker`` tells whether
+            Redis still held the marker of earlier writes (see :func:`marker_key`).
 
         Raises:
             OnlineStoreUnavailable: when Redis does not answer (nothing is acknowledged).
@@ -142,6 +150,7 @@ class TileStore:
         }
         try:
             pipe = self._client.pipeline(transaction=True)
+            pipe.exists(marker_key(project))
             for key, fields in sets.items():
                 if deletes[key]:
                     pipe.hdel(key, *deletes[key])
@@ -155,10 +164,23 @@ class TileStore:
             if views:
                 now = str(time.time_ns() // 1_000_000)
                 pipe.hset(freshness_key(project), mapping=dict.fromkeys(views, now))
-            pipe.execute()
+            pipe.set(marker_key(project), b"1")
+            had_marker = bool(pipe.execute()[0])
         except _REDIS_ERRORS as exc:
             raise OnlineStoreUnavailable(f"Redis at {self._describe}: write failed: {exc}") from exc
+        self.last_write_found_marker = had_marker
         return sum(len(f) for f in sets.values())
+
+    def has_marker(self, project: str) -> bool:
+        """Whether anything was written for ``project`` since Redis last started empty.
+
+        Raises:
+            OnlineStoreUnavailable: when Redis does not answer.
+        """
+        try:
+            return bool(self._client.exists(marker_key(project)))
+        except _REDIS_ERRORS as exc:
+            raise OnlineStoreUnavailable(f"Redis at {self._describe}: {exc}") from exc
 
     def progress(self, project: str) -> dict[ProgressKey, int]:
         """The next offset to process per source partition, as last written."""
