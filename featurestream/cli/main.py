@@ -21,7 +21,12 @@ from typing import Any, TypeVar
 import click
 from pydantic import ValidationError
 
-from featurestream.errors import ConfigError, FeaturestreamError, TransientError
+from featurestream.errors import (
+    ConfigError,
+    FeaturestreamError,
+    OnlineStoreLost,
+    TransientError,
+)
 from featurestream.settings import Settings
 
 __all__ = ["main"]
@@ -379,19 +384,39 @@ def features(names: tuple[str, ...], as_json: bool) -> None:
 @cli.command()
 @click.argument("views", nargs=-1)
 @click.option("--stop-at-end", is_flag=True, help="Stop when every partition is consumed.")
+@click.option(
+    "--processes",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Engine processes, each reading a share of the partitions.",
+)
+@click.option("--process-index", default=0, hidden=True, type=click.IntRange(min=0))
+@click.option("--process-count", default=1, hidden=True, type=click.IntRange(min=1))
 @_one_line_errors
-def run(views: tuple[str, ...], stop_at_end: bool) -> None:
+def run(
+    views: tuple[str, ...],
+    stop_at_end: bool,
+    processes: int,
+    process_index: int,
+    process_count: int,
+) -> None:
     """Run the dataflow of every stream feature view (or the VIEWS named)."""
     from featurestream.stack import check_broker, check_redis
     from streams.definitions import compile_registry, select_views
     from streams.flow import FlowMetrics
-    from streams.flow.runner import RunConfig, run_engine
+    from streams.flow.restore import restore_online
+    from streams.flow.runner import RunConfig, caused_by, run_engine
     from streams.offline.feast_store import log_root
+    from streams.online import TileStore, connect
     from streams.repo import open_store
 
+    from .engine import LOST_EXIT, check_shardable, recovery_dir, run_processes
     from .progress import serve_metrics, show_progress
 
     settings = _settings()
+    if process_index >= process_count:
+        raise ConfigError(f"--process-index {process_index} must be < --process-count")
     check_broker(settings.bootstrap_servers, settings.connect_timeout_s)
     check_redis(settings.online_redis_url, settings.connect_timeout_s)
     store = open_store(settings.repo_path, settings.online_redis_url)
@@ -400,9 +425,27 @@ def run(views: tuple[str, ...], stop_at_end: bool) -> None:
         raise ConfigError(
             f"no aggregating stream feature views in {settings.repo_path}; run featurestream apply"
         )
+    if processes > 1 or process_count > 1:
+        check_shardable(specs)
+    if processes > 1:
+        tiles = TileStore(connect(settings.online_redis_url), settings.online_redis_url)
+        project = specs[0].project
+        lost = [not tiles.has_marker(project)]
+
+        def restore() -> None:
+            if lost[0] and settings.restore_online:
+                restore_online(specs, log_root(store.config), tiles)
+            lost[0] = True  # a restart means a child found Redis emptied
+
+        click.echo(f"running {processes} engine processes", err=True)
+        sys.exit(
+            run_processes(settings, views, processes, stop_at_end=stop_at_end, restore=restore)
+        )
+    child = process_count > 1
     click.echo(
         f"running {', '.join(s.name for s in specs)} from "
-        f"{settings.bootstrap_servers} into {settings.online_redis_url}",
+        f"{settings.bootstrap_servers} into {settings.online_redis_url}"
+        + (f" (process {process_index + 1} of {process_count})" if child else ""),
         err=True,
     )
     config = RunConfig(
@@ -413,23 +456,32 @@ def run(views: tuple[str, ...], stop_at_end: bool) -> None:
         offline_log=log_root(store.config),
         stop_at_end=stop_at_end,
         dedupe_horizon_ms=settings.dedupe_horizon_ms,
-        restore_online=settings.restore_online,
+        # Several processes: the parent restores, with every child stopped.
+        restore_online=settings.restore_online and not child,
+        process_index=process_index,
+        process_count=process_count,
     )
     metrics = FlowMetrics()
     if settings.metrics_port:
         serve_metrics(metrics, settings.metrics_port)
-    if sys.stderr.isatty():
+    if sys.stderr.isatty() and not child:
         show_progress(metrics, specs)
     # Recovery state per set of view definitions: a changed definition starts afresh.
     flow_key = "-".join(s.state_id for s in specs)
-    run_engine(
-        specs,
-        config,
-        _codec(settings, for_producing=False),
-        metrics,
-        epoch_interval_s=settings.snapshot_interval_s,
-        recovery_dir=settings.state_dir / "recovery" / flow_key,
-    )
+    try:
+        run_engine(
+            specs,
+            config,
+            _codec(settings, for_producing=False),
+            metrics,
+            epoch_interval_s=settings.snapshot_interval_s,
+            recovery_dir=recovery_dir(settings, flow_key, process_index, process_count),
+        )
+    except Exception as exc:
+        if child and caused_by(exc, OnlineStoreLost):
+            click.echo("error: Redis lost the online tiles; the parent restores them", err=True)
+            sys.exit(LOST_EXIT)
+        raise
 
 
 def _time_ms(value: str, option: str, now_ms: int) -> int:

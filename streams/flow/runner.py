@@ -22,7 +22,7 @@ from .restore import restore_online
 from .sinks import OnlineTileSink, RejectedSink
 from .source import KafkaEventSource, gate_configs
 
-__all__ = ["RunConfig", "kafka_flow", "run_engine", "run_flow"]
+__all__ = ["RunConfig", "caused_by", "kafka_flow", "run_engine", "run_flow"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,9 @@ class RunConfig:
         dedupe_horizon_ms: Duplicate-detection horizon; None = the allowed lateness.
         restore_online: Rewrite the online tiles from the offline log when Redis lost
             them (at start, and when it restarts empty during the run).
+        process_index: This engine process, of ``process_count``: it reads the source
+            partitions ``p % process_count == process_index``. Events are keyed by
+            their entity, so processes share no entity and no partition.
     """
 
     bootstrap_servers: str
@@ -54,6 +57,13 @@ class RunConfig:
     write_retry_s: float = 60.0
     dedupe_horizon_ms: int | None = None
     restore_online: bool = True
+    process_index: int = 0
+    process_count: int = 1
+
+    @property
+    def log_suffix(self) -> str:
+        """What tells this process's offline log files apart (empty for one process)."""
+        return "" if self.process_count == 1 else f"-{self.process_index}of{self.process_count}"
 
 
 def kafka_flow(
@@ -78,6 +88,7 @@ def kafka_flow(
         codec or AvroCodec(load_contracts()),
         stop_at_end=config.stop_at_end,
         metrics=metrics,
+        process=(config.process_index, config.process_count),
     )
     project = views[0].project if views else ""
     redis_url = config.redis_url
@@ -92,7 +103,9 @@ def kafka_flow(
         OnlineTileSink(store, project, config.write_retry_s, metrics),
         RejectedSink(producer, config.dlq_topic, metrics),
         RejectedSink(producer, config.late_topic, metrics),
-        None if config.offline_log is None else OfflineLogSink(config.offline_log, views),
+        None
+        if config.offline_log is None
+        else OfflineLogSink(config.offline_log, views, config.log_suffix),
         metrics=metrics,
     )
 
@@ -127,7 +140,8 @@ def run_flow(
     )
 
 
-def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+def caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``exc`` (e.g. Bytewax's error wrapping a sink's) comes from a ``kind``."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
@@ -169,7 +183,7 @@ def run_engine(
             )
             return
         except Exception as exc:
-            if not (config.restore_online and _caused_by(exc, OnlineStoreLost)):
+            if not (config.restore_online and caused_by(exc, OnlineStoreLost)):
                 raise
             log.warning("Redis lost the online tiles: restoring them and resuming")
             # The failed batch set the marker again: restore regardless of it.

@@ -208,6 +208,8 @@ class KafkaEventSource(FixedPartitionedSource[Envelope, PartitionResume]):
         time_field: The event-time field (milliseconds).
         stop_at_end: Finish when every partition is consumed (catch-up runs).
         consumer_config: Extra librdkafka settings.
+        process: ``(index, count)``: this process reads the partitions ``p`` with
+            ``p % count == index`` (one engine process per share of the partitions).
     """
 
     def __init__(
@@ -222,6 +224,7 @@ class KafkaEventSource(FixedPartitionedSource[Envelope, PartitionResume]):
         consumer_config: dict[str, Any] | None = None,
         batch_size: int = 2000,
         metrics: FlowMetrics | None = None,
+        process: tuple[int, int] = (0, 1),
     ) -> None:
         self._metrics = metrics or FlowMetrics()
         self._bootstrap = bootstrap_servers
@@ -232,6 +235,7 @@ class KafkaEventSource(FixedPartitionedSource[Envelope, PartitionResume]):
         self._stop_at_end = stop_at_end
         self._extra = dict(consumer_config or {})
         self._batch_size = batch_size
+        self._process_index, self._process_count = process
 
     def list_parts(self) -> list[str]:
         admin = AdminClient({"bootstrap.servers": self._bootstrap, "log_level": 0})
@@ -246,7 +250,11 @@ class KafkaEventSource(FixedPartitionedSource[Envelope, PartitionResume]):
                 raise BrokerUnavailable(
                     f"topic {topic!r} does not exist at {self._bootstrap}; run featurestream up"
                 )
-            parts += [f"{p}-{topic}" for p in sorted(meta.partitions)]
+            parts += [
+                f"{p}-{topic}"
+                for p in sorted(meta.partitions)
+                if p % self._process_count == self._process_index
+            ]
         return parts
 
     def build_part(

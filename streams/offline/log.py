@@ -43,7 +43,14 @@ ARROW_TYPES = {
     "string": pa.string(),
     "boolean": pa.bool_(),
 }
-_FILE = re.compile(r"part-(\d{9})\.parquet$")
+
+
+def _file_pattern(suffix: str) -> re.Pattern[str]:
+    """Names of one writer's files: ``part-{seq}{suffix}.parquet`` (suffix ``-0of2`` for the
+    first of two engine processes, empty for one)."""
+    return re.compile(rf"^part-(\d{{9}}){re.escape(suffix)}\.parquet$")
+
+
 _FLUSH_ROWS = 50_000
 _FLUSH_S = 2.0
 
@@ -122,8 +129,10 @@ def write_backfill(root: Path, view: ViewSpec, rows: Sequence[LogRow], run_id: s
 
 
 class _ViewLog(StatefulSinkPartition[LogRow, int]):
-    def __init__(self, root: Path, view: ViewSpec, next_seq: int | None) -> None:
+    def __init__(self, root: Path, view: ViewSpec, next_seq: int | None, suffix: str) -> None:
         self._dir = root / view.name
+        self._suffix = suffix
+        self._file = _file_pattern(suffix)
         self._view = view
         self._schema = log_schema(view)
         self._names = self._schema.names
@@ -143,7 +152,7 @@ class _ViewLog(StatefulSinkPartition[LogRow, int]):
             [
                 int(m.group(1))
                 for p in self._dir.glob("date=*/part-*.parquet")
-                if (m := _FILE.search(p.name))
+                if (m := self._file.match(p.name))
             ]
             if self._dir.is_dir()
             else []
@@ -155,9 +164,10 @@ class _ViewLog(StatefulSinkPartition[LogRow, int]):
         if not self._dir.is_dir():
             return
         for path in self._dir.glob("date=*/.part-*.tmp"):
-            path.unlink()  # a write a crash interrupted
+            if self._file.match(path.name[1:-4]):
+                path.unlink()  # a write a crash interrupted
         for path in self._dir.glob("date=*/part-*.parquet"):
-            match = _FILE.search(path.name)
+            match = self._file.match(path.name)
             if match and int(match.group(1)) >= seq:
                 path.unlink()
 
@@ -172,7 +182,8 @@ class _ViewLog(StatefulSinkPartition[LogRow, int]):
             return
         rows, self._rows = self._rows, []
         for date, table in _tables(self._schema, rows):
-            _write_atomically(table, self._dir / f"date={date}" / f"part-{self._seq:09d}.parquet")
+            name = f"part-{self._seq:09d}{self._suffix}.parquet"
+            _write_atomically(table, self._dir / f"date={date}" / name)
             self._seq += 1
 
     def snapshot(self) -> int:
@@ -186,11 +197,13 @@ class _ViewLog(StatefulSinkPartition[LogRow, int]):
 class OfflineLogSink(FixedPartitionedSink[LogRow, int]):
     """Bytewax sink writing the offline log, one partition per view.
 
-    Items are ``(view name, LogRow)`` pairs.
+    Items are ``(view name, LogRow)`` pairs. ``suffix`` tells the files of one engine
+    process apart when several share the log (see ``RunConfig.processes``).
     """
 
-    def __init__(self, root: Path, views: Sequence[ViewSpec]) -> None:
+    def __init__(self, root: Path, views: Sequence[ViewSpec], suffix: str = "") -> None:
         self._root = root
+        self._suffix = suffix
         self._views = {v.name: v for v in views}
         self._parts = sorted(self._views)
 
@@ -201,7 +214,7 @@ class OfflineLogSink(FixedPartitionedSink[LogRow, int]):
         return self._parts.index(item_key)
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _ViewLog:
-        return _ViewLog(self._root, self._views[for_part], resume_state)
+        return _ViewLog(self._root, self._views[for_part], resume_state, self._suffix)
 
 
 class EntityEvents:

@@ -1,0 +1,99 @@
+"""`featurestream run --processes 2` gives exactly what one process gives."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from featurestream.events import AvroCodec, load_contracts
+from featurestream.settings import Settings
+from producers import ClickTraffic, EventProducer, TrafficConfig, TrafficGenerator
+from streams.core import read_view, tile_key
+from streams.definitions import compile_registry
+from streams.offline.feast_store import log_root
+from streams.offline.log import read_view_log
+from streams.online import connect
+from streams.repo import apply_repo, open_store
+from tests.oracle import view_values
+from tests.support import copy_feature_repo
+
+
+def _run(settings: Settings, repo: Path, state: Path, db: int, *args: str) -> None:
+    env = {
+        **os.environ,
+        "FEATURESTREAM_REPO_PATH": str(repo),
+        "FEATURESTREAM_STATE_DIR": str(state),
+        "FEATURESTREAM_BROKER_PORT": str(settings.broker_port),
+        "FEATURESTREAM_REDIS_URL": f"redis://127.0.0.1:{settings.redis_port}/{db}",
+        "FEATURESTREAM_METRICS_PORT": "0",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "featurestream.cli", "run", "--stop-at-end", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_two_processes_equal_one(local_stack: Settings, tmp_path: Path) -> None:
+    first_user = 95_000_000 + (uuid.uuid4().int % 1000) * 100
+    now_ms = time.time_ns() // 1_000_000
+    clicks = ClickTraffic(users=40, seed=8, first_user=first_user).clicks(
+        now_ms - 20_000, rate_per_s=50, count=800
+    )
+    codec = AvroCodec(load_contracts())
+    with EventProducer(local_stack.bootstrap_servers) as producer:
+        for click in clicks:
+            producer.send(click)
+        generator = TrafficGenerator(
+            TrafficConfig(topic="purchases", users=40, seed=9, first_user=first_user), codec
+        )
+        for e in generator.batch([now_ms - 20_000 + i * 100 for i in range(150)]):
+            assert e.record is not None
+            producer.send_record("purchases", e.record)
+
+    results = {}
+    for processes, db in ((1, 1), (2, 2)):
+        repo = copy_feature_repo(tmp_path / f"p{processes}")
+        url = f"redis://127.0.0.1:{local_stack.redis_port}/{db}"
+        apply_repo(repo, url)
+        _run(local_stack, repo, tmp_path / f"state{processes}", db, "--processes", str(processes))
+        results[processes] = (repo, connect(url))
+
+    specs = {
+        s.name: s for s in compile_registry(open_store(results[1][0], local_stack.online_redis_url))
+    }
+    users = sorted({c.user_id for c in clicks})
+    read_ms = max(c.event_time for c in clicks) + 1_000
+    for name in ("user_click_stats", "user_purchase_stats"):
+        spec = specs[name]
+        one, two = (
+            read_view_log(log_root(open_store(repo, local_stack.online_redis_url).config), spec)
+            for repo, _ in (results[1], results[2])
+        )
+        assert one and one.keys() == two.keys()
+        for key in one:
+            assert (one[key].times_ms, one[key].columns) == (two[key].times_ms, two[key].columns)
+        for user in users:
+            key = tile_key(spec.project, spec.name, str(user))
+            a, b = results[1][1].hgetall(key), results[2][1].hgetall(key)
+            assert read_view(spec, a, read_ms) == read_view(spec, b, read_ms)
+    # and both are right
+    spec = specs["user_click_stats"]
+    events = [dataclasses.asdict(c) for c in clicks]
+    for user in users:
+        raw = results[2][1].hgetall(tile_key(spec.project, spec.name, str(user)))
+        mine = [e for e in events if e["user_id"] == user]
+        assert read_view(spec, raw, read_ms) == view_values(mine, spec, read_ms)
+    # Each process wrote its own log files.
+    files = {p.name for p in (results[2][0] / "data" / "offline_log").rglob("part-*.parquet")}
+    assert any(f.endswith("-0of2.parquet") for f in files)
+    assert any(f.endswith("-1of2.parquet") for f in files)
