@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     connect_timeout_s: float = Field(default=5.0, gt=0)
     serve_host: str = "127.0.0.1"
     serve_port: int = Field(default=6566, ge=1, le=65535)
+    serve_api_keys_file: Path | None = Field(
+        default=None,
+        description='API keys of the feature server: JSON {"key": ["service", ...] | "*"}.',
+    )
+    serve_tls_keyfile: Path | None = None
+    serve_tls_certfile: Path | None = None
 
     @property
     def external_kafka(self) -> bool:

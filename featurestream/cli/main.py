@@ -675,21 +675,40 @@ def check_consistency_cmd(
 @cli.command()
 @click.option("--host", default=None, help="Bind address (default FEATURESTREAM_SERVE_HOST).")
 @click.option("--port", type=int, default=None, help="Port (default FEATURESTREAM_SERVE_PORT).")
-@click.option("--workers", default=1, show_default=True)
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1))
+@click.option("--feast", "use_feast", is_flag=True, help="Run Feast's own feature server.")
 @_one_line_errors
-def serve(host: str | None, port: int | None, workers: int) -> None:
-    """Serve online features over HTTP (Feast's feature server API)."""
+def serve(host: str | None, port: int | None, workers: int, use_feast: bool) -> None:
+    """Serve online features over HTTP: Feast's POST /get-online-features API, fast.
+
+    API keys come from FEATURESTREAM_SERVE_API_KEYS_FILE, TLS from
+    FEATURESTREAM_SERVE_TLS_KEYFILE and FEATURESTREAM_SERVE_TLS_CERTFILE.
+    """
     from featurestream.stack import check_redis
-    from serving.feast_server import serve_feast
 
     settings = _settings()
     check_redis(settings.online_redis_url, settings.connect_timeout_s)
-    serve_feast(
+    host, port = host or settings.serve_host, port or settings.serve_port
+    if use_feast:
+        from serving.feast_server import serve_feast
+
+        serve_feast(
+            settings.repo_path, settings.online_redis_url, host=host, port=port, workers=workers
+        )
+        return
+    from serving import ServerSettings, load_api_keys, run_server
+
+    keys = settings.serve_api_keys_file
+    run_server(
         settings.repo_path,
         settings.online_redis_url,
-        host=host or settings.serve_host,
-        port=port or settings.serve_port,
+        host=host,
+        port=port,
         workers=workers,
+        settings=ServerSettings(api_keys=load_api_keys(keys)) if keys else ServerSettings(),
+        ssl_keyfile=settings.serve_tls_keyfile,
+        ssl_certfile=settings.serve_tls_certfile,
+        log_level="warning",
     )
 
 

@@ -47,7 +47,8 @@ class Endpoints:
     redis_url: str
 
 
-def _kafka(host_port: int) -> DockerContainer:
+def kafka_container(host_port: int) -> DockerContainer:
+    """A Kafka-protocol broker container on ``host_port`` (not started)."""
     bootstrap = f"127.0.0.1:{host_port}"
     container = DockerContainer(KAFKA_IMAGE).with_bind_ports(9092, host_port)
     if "tansu" in KAFKA_IMAGE:
@@ -80,7 +81,7 @@ def _kafka(host_port: int) -> DockerContainer:
 def containers() -> Iterator[Endpoints]:
     """A Kafka container and a Redis container, stopped at the end of the session."""
     host_port = free_port()
-    kafka = _kafka(host_port)
+    kafka = kafka_container(host_port)
     redis = RedisContainer(image=REDIS_IMAGE).waiting_for(
         PingWaitStrategy().with_poll_interval(0.1).with_startup_timeout(60)
     )

@@ -1,0 +1,42 @@
+"""`featurestream` with one protection switched off, for the fault suite's negative controls.
+
+Run as ``python -m tests.e2e.engine_variant run ...`` with ``FAULTS_VARIANT``:
+
+* ``no-dedupe``: the partition gate never reports a duplicate (resent events count twice).
+* ``forget-state``: tile state is not resumed after a crash while source offsets are
+  (what a stateless restart with at-least-once offsets does): tiles restart from empty.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any
+
+import bytewax.operators as op
+
+from featurestream.cli.main import main
+from streams.core import gate
+
+variant = os.environ.get("FAULTS_VARIANT", "")
+if variant == "no-dedupe":
+    original_admit = gate.PartitionGate.admit
+
+    def admit(self: gate.PartitionGate, event_id: str, event_time_ms: int) -> str:
+        status = original_admit(self, f"{event_id}-{uuid.uuid4()}", event_time_ms)
+        return status
+
+    gate.PartitionGate.admit = admit  # type: ignore[method-assign]
+elif variant == "forget-state":
+    original_stateful_map = op.stateful_map
+    run_id = uuid.uuid4().hex[:8]
+
+    def stateful_map(step_id: str, up: Any, mapper: Any) -> Any:
+        return original_stateful_map(f"{step_id}_{run_id}", up, mapper)
+
+    op.stateful_map = stateful_map
+elif variant:
+    raise SystemExit(f"unknown FAULTS_VARIANT {variant!r}")
+
+if __name__ == "__main__":
+    main()
