@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup setup-test demo test lint unit integration e2e down clean
+.PHONY: setup setup-test demo test lint unit integration e2e soak down clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 needed, found {sys.version.split()[0]}"'
@@ -50,3 +50,9 @@ down:
 
 clean:
 	rm -rf $(VENV) .featurestream .mypy_cache .ruff_cache .pytest_cache .hypothesis feature_repo/data
+
+soak: setup-test  # the long fault suite (not in CI): more events, more kills
+	out="$$(scripts/container-runtime.sh)" && eval "$$out" && \
+	FAULTS_EVENTS=$${FAULTS_EVENTS:-30000} FAULTS_KILLS=$${FAULTS_KILLS:-12} \
+	FAULTS_REPORT=bench/results/soak.json \
+	$(BIN)/pytest tests/e2e/test_faults.py -k nothing_lost -q

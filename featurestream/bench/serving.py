@@ -118,8 +118,9 @@ def _drive(
     env = {
         **os.environ,
         "USERS": ",".join(str(u) for u in users),
-        # Paced: each connection waits so that all of them together send ``rate`` req/s.
-        "DELAY_MS": str(round(connections * 1000 / rate)) if rate else "0",
+        # Paced: each connection waits between requests so that all of them together
+        # send about ``rate`` req/s (2 ms of the period are left for the request itself).
+        "DELAY_MS": str(max(1, round(connections * 1000 / rate) - 2)) if rate else "0",
     }
     result = subprocess.run(
         [

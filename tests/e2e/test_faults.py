@@ -12,6 +12,7 @@ CI runs a short scenario; ``make soak`` runs a long one (``FAULTS_EVENTS``,
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -227,7 +228,50 @@ def _scenario(
             time.sleep(rng.uniform(0.0, 1.5))
             engine.kill()
             stats.kills += 1
+            killed_at = time.monotonic()
             engine.start()
+            # Recovery time: from the kill until an event sent right after it is online.
+            probe = generator.batch([time.time_ns() // 1_000_000])[0]
+            while probe.record is None or probe.kind != "event":
+                if probe.record is None:
+                    stats.injected_bad[probe.kind] += 1
+                value = (
+                    probe.value if probe.record is None else codec.encode("clicks", probe.record)
+                )
+                producer.produce(
+                    "clicks",
+                    key=probe.key,
+                    value=value,
+                    on_delivery=lambda err, msg, r=probe.record, k=probe.kind: delivered(
+                        err, msg, r, k
+                    ),
+                )
+                probe = generator.batch([time.time_ns() // 1_000_000])[0]
+            where: list[tuple[int, int]] = []
+
+            def probe_delivered(
+                err: Any,
+                msg: Any,
+                r: dict[str, Any] | None = probe.record,
+                out: list[tuple[int, int]] = where,
+            ) -> None:
+                delivered(err, msg, r, "event")
+                out.append((msg.partition(), msg.offset()))
+
+            producer.produce(
+                "clicks",
+                key=probe.key,
+                value=codec.encode("clicks", probe.record),
+                on_delivery=probe_delivered,
+            )
+            producer.flush(30)
+            part, offset = where[0]
+            wait_until(
+                lambda p=part, o=offset: progress_now().get(ProgressKey("clicks", p), 0) > o,
+                120,
+                "probe",
+            )
+            stats.recovery_s.append(time.monotonic() - killed_at)
         if restart_redis and chunk == restart_redis_after:
             wrapped = container.get_wrapped_container()
             wrapped.stop(timeout=1)
@@ -248,9 +292,7 @@ def _scenario(
             return False
         return all(progress.get(k, 0) >= v for k, v in ends.items())
 
-    started = time.monotonic()
     wait_until(caught_up, 300, "the engine to catch up")
-    stats.recovery_s.append(time.monotonic() - started)
     time.sleep(1.5)  # snapshots flush the offline log
     engine.kill()
 
@@ -298,8 +340,31 @@ def test_nothing_lost_or_double_counted_through_kills_and_a_redis_restart(
     kafka: str, redis_container: tuple[DockerContainer, int], tmp_path: Path
 ) -> None:
     stats = _scenario(kafka, redis_container, tmp_path, events=EVENTS, kills=KILLS)
-    report = tmp_path.parent / "faults-report.txt"
-    report.write_text(repr(stats))
+    report = Path(os.environ.get("FAULTS_REPORT", tmp_path / "faults-report.json"))
+    report.parent.mkdir(parents=True, exist_ok=True)
+    recovery = sorted(stats.recovery_s)
+    report.write_text(
+        json.dumps(
+            {
+                "events_produced": EVENTS,
+                "events_applied": stats.applied,
+                "kills": stats.kills,
+                "redis_restarts": stats.redis_restarts,
+                "mismatches": len(stats.mismatches),
+                "offline_log_missing": stats.log_missing,
+                "offline_log_extra": stats.log_extra,
+                "dead_letters": dict(stats.dead_letters),
+                "injected_bad": dict(stats.injected_bad),
+                "recovery_s_p50": round(recovery[len(recovery) // 2], 2),
+                "recovery_s_p95": round(
+                    recovery[min(len(recovery) - 1, int(len(recovery) * 0.95))], 2
+                ),
+                "recovery_s": [round(r, 2) for r in stats.recovery_s],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     assert stats.kills == KILLS and stats.redis_restarts == 1
     assert stats.applied > 0.9 * EVENTS
     assert stats.mismatches == []
