@@ -6,9 +6,10 @@
     app = build_app(open_store(repo, url), url, settings=ServerSettings())
 
 With ``workers > 1`` uvicorn starts each worker from :func:`create_app` (an app
-factory); :func:`run_server` hands the configuration to the workers in the
-``FEATURESTREAM_SERVE_CONFIG`` environment variable, the process boundary being
-the only place this package reads the environment.
+factory); :func:`run_server` hands the configuration to the workers in a file only
+the user can read, named by the ``FEATURESTREAM_SERVE_CONFIG`` environment
+variable, the process boundary being the only place this package reads the
+environment.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import dataclasses
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -83,13 +85,13 @@ def create_app() -> FeatureServer:
     """
     from streams.repo import open_store
 
-    raw = os.environ.get(CONFIG_ENV)
-    if not raw:
+    path = os.environ.get(CONFIG_ENV)
+    if not path:
         raise ConfigError(
             f"{CONFIG_ENV} is not set: start the server with serving.run_server "
             "(featurestream serve), not uvicorn directly"
         )
-    config = json.loads(raw)
+    config = json.loads(Path(path).read_text())
     logging.basicConfig(
         level=str(config.get("log_level", "info")).upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
@@ -150,15 +152,36 @@ def run_server(
             "run from the project root or set FEATURESTREAM_REPO_PATH"
         )
     settings = settings or ServerSettings()
-    os.environ[CONFIG_ENV] = json.dumps(
-        {
-            "repo_path": str(repo_path.resolve()),
-            "redis_url": redis_url,
-            "settings": _settings_to_json(settings),
-            "read_time_ms": read_time_ms,
-            "log_level": log_level,
-        }
-    )
+    # The workers read the configuration (API keys included) from a file only this user
+    # can read, not from the environment (visible in /proc, inherited by children).
+    fd, config_path = tempfile.mkstemp(prefix="featurestream-serve-", suffix=".json")
+    with os.fdopen(fd, "w") as out:  # mkstemp creates it with mode 0600
+        json.dump(
+            {
+                "repo_path": str(repo_path.resolve()),
+                "redis_url": redis_url,
+                "settings": _settings_to_json(settings),
+                "read_time_ms": read_time_ms,
+                "log_level": log_level,
+            },
+            out,
+        )
+    os.environ[CONFIG_ENV] = config_path
+    try:
+        _run_uvicorn(uvicorn, host, port, workers, log_level, ssl_keyfile, ssl_certfile)
+    finally:
+        Path(config_path).unlink(missing_ok=True)
+
+
+def _run_uvicorn(
+    uvicorn: Any,
+    host: str,
+    port: int,
+    workers: int,
+    log_level: str,
+    ssl_keyfile: Path | None,
+    ssl_certfile: Path | None,
+) -> None:
     uvicorn.run(
         "serving.server:create_app",
         factory=True,

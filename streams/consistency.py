@@ -56,6 +56,7 @@ class ConsistencyReport:
     read_times_ms: list[int]
     entities: dict[str, int]
     features: dict[str, FeatureResult]
+    log_caught_up: bool = True
 
     @property
     def mismatches(self) -> int:
@@ -74,6 +75,7 @@ class ConsistencyReport:
             "entities": self.entities,
             "compared": self.compared,
             "mismatches": self.mismatches,
+            "log_caught_up": self.log_caught_up,
             "features": {
                 name: {"compared": r.compared, "mismatches": r.mismatches, "examples": r.examples}
                 for name, r in self.features.items()
@@ -203,7 +205,7 @@ def check_consistency(
                         newest[(view.name, key)] = last_ms
         finally:
             del online_store.clock  # back to the class's wall clock
-    _wait_for_log(store, views, newest, wait_s)
+    caught_up = _wait_for_log(store, views, newest, wait_s)
     features: dict[str, FeatureResult] = {
         f"{v.name}:{a.name}": FeatureResult() for v in views for a in v.aggregations
     }
@@ -239,7 +241,9 @@ def check_consistency(
                                 "offline": None if _missing(off) else off,
                             }
                         )
-    return ConsistencyReport(read_times, {v.name: len(sampled[v.name]) for v in views}, features)
+    return ConsistencyReport(
+        read_times, {v.name: len(sampled[v.name]) for v in views}, features, caught_up
+    )
 
 
 def _wait_for_log(
@@ -247,8 +251,9 @@ def _wait_for_log(
     views: Sequence[ViewSpec],
     newest: dict[tuple[str, tuple[Any, ...]], int],
     wait_s: float,
-) -> None:
-    """Wait until the offline log holds, per entity, the newest event online reads saw."""
+) -> bool:
+    """Wait until the offline log holds, per entity, the newest event online reads saw;
+    False when it still does not after ``wait_s``."""
     root: Path = log_root(store.config)
     deadline = time.monotonic() + wait_s
     while True:
@@ -261,6 +266,8 @@ def _wait_for_log(
                 for key, ms in wanted.items()
                 if key not in logged or logged[key].times_ms[-1] < ms
             )
-        if not behind or time.monotonic() > deadline:
-            return
+        if not behind:
+            return True
+        if time.monotonic() > deadline:
+            return False
         time.sleep(0.5)

@@ -16,8 +16,10 @@ __all__ = ["bench_stack", "cli_env"]
 
 
 @contextmanager
-def bench_stack() -> Iterator[tuple[Path, Settings]]:
+def bench_stack(partitions: int = 3) -> Iterator[tuple[Path, Settings]]:
     """A work folder and the settings of a stack started for one benchmark (then removed).
+
+    Topics get ``partitions`` partitions.
 
     ``settings.repo_path`` is a copy of ``feature_repo/`` applied to the stack's Redis.
     """
@@ -29,7 +31,11 @@ def bench_stack() -> Iterator[tuple[Path, Settings]]:
         Path("feature_repo"), repo, ignore=shutil.ignore_patterns("data", "__pycache__")
     )
     settings = Settings(
-        state_dir=work / "state", broker_port=free_port(), redis_port=free_port(), repo_path=repo
+        state_dir=work / "state",
+        broker_port=free_port(),
+        redis_port=free_port(),
+        repo_path=repo,
+        topic_partitions=partitions,
     )
     up(settings)
     try:

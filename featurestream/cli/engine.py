@@ -46,6 +46,15 @@ def check_shardable(specs: Sequence[Any]) -> None:
             )
 
 
+def _die_with_parent() -> None:
+    """In a child, before exec: the kernel sends SIGKILL when the parent dies, so a killed
+    parent never leaves engine processes behind to clash with its restart."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 def _stop(children: list[subprocess.Popen[bytes]]) -> None:
     for child in children:
         if child.poll() is None:
@@ -99,6 +108,7 @@ def run_processes(
                     [*args, "--process-index", str(index), "--process-count", str(count)],
                     env=env,
                     start_new_session=True,
+                    preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads run here yet
                 )
             )
         status = _wait(children)

@@ -406,7 +406,7 @@ def run(
     from streams.definitions import compile_registry, select_views
     from streams.flow import FlowMetrics
     from streams.flow.restore import restore_online
-    from streams.flow.runner import RunConfig, caused_by, run_engine
+    from streams.flow.runner import RunConfig, caused_by, engine_marker, run_engine
     from streams.offline.feast_store import log_root
     from streams.online import TileStore, connect
     from streams.repo import open_store
@@ -429,12 +429,13 @@ def run(
         check_shardable(specs)
     if processes > 1:
         tiles = TileStore(connect(settings.online_redis_url), settings.online_redis_url)
-        project = specs[0].project
-        lost = [not tiles.has_marker(project)]
+        marker = engine_marker(specs)
+        lost = [not tiles.has_marker(marker)]
 
         def restore() -> None:
             if lost[0] and settings.restore_online:
                 restore_online(specs, log_root(store.config), tiles)
+                tiles.set_marker(marker)
             lost[0] = True  # a restart means a child found Redis emptied
 
         click.echo(f"running {processes} engine processes", err=True)
@@ -458,6 +459,7 @@ def run(
         dedupe_horizon_ms=settings.dedupe_horizon_ms,
         # Several processes: the parent restores, with every child stopped.
         restore_online=settings.restore_online and not child,
+        detect_lost=settings.restore_online,
         process_index=process_index,
         process_count=process_count,
     )
@@ -505,8 +507,10 @@ def _time_ms(value: str, option: str, now_ms: int) -> int:
             "(2026-11-23T10:00:00Z), epoch milliseconds, now or now-2h"
         ) from exc
     if parsed.tzinfo is None:
+        example = text if "T" in text else f"{text}T00:00:00"
         raise ConfigError(
-            f"{option} {value!r} has no timezone; add one, e.g. {text}Z for UTC or {text}+01:00"
+            f"{option} {value!r} has no timezone; add one, e.g. {example}Z for UTC "
+            f"or {example}+01:00"
         )
     return int(parsed.timestamp() * 1000)
 
@@ -572,7 +576,10 @@ def backfill(
 
         check_broker(settings.bootstrap_servers, settings.connect_timeout_s)
         source = KafkaEvents(settings.bootstrap_servers, named, time_range.start_ms)
+    skipped = [s.name for s in specs if s.topic not in source.topics()]
     specs = tuple(s for s in specs if s.topic in source.topics())
+    if skipped and specs and views:  # named on the command line
+        click.echo(f"not backfilled (no events of their topics here): {skipped}", err=True)
     if not specs:
         raise ConfigError(
             f"no stream view{' of ' + str(list(views)) if views else ''} reads "
@@ -615,7 +622,13 @@ def backfill(
 @click.argument("views", nargs=-1)
 @click.option("--entities", default=100, show_default=True, type=click.IntRange(min=1))
 @click.option("--rounds", default=3, show_default=True, type=click.IntRange(min=1))
-@click.option("--interval", default=1.0, show_default=True, help="Seconds between read times.")
+@click.option(
+    "--interval",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds between read times.",
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--wait", default=30.0, show_default=True, help="Max s for the log to catch up.")
 @click.option("--json", "as_json", is_flag=True, help="The report as JSON.")
@@ -655,6 +668,12 @@ def check_consistency_cmd(
         seed=seed,
         wait_s=wait,
     )
+    if not report.log_caught_up:
+        click.echo(
+            f"warning: the offline log was still behind the online reads after {wait:.0f} s "
+            "(is the engine running?); mismatches may only mean that",
+            err=True,
+        )
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:

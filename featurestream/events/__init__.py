@@ -2,6 +2,7 @@
 
 from .codec import SINGLE_OBJECT_MAGIC, AvroCodec, SchemaLookup, encode_single_object
 from .contracts import (
+    MAX_EVENT_BYTES,
     MAX_FUTURE_MS,
     Contract,
     contract_for_topic,
@@ -11,6 +12,7 @@ from .contracts import (
 )
 
 __all__ = [
+    "MAX_EVENT_BYTES",
     "MAX_FUTURE_MS",
     "SINGLE_OBJECT_MAGIC",
     "AvroCodec",

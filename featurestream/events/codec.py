@@ -26,7 +26,7 @@ from fastavro import schemaless_reader, schemaless_writer
 
 from featurestream.errors import ConfigError, DecodeError, InvalidEvent
 
-from .contracts import Contract, parse_contract, strip_logical_types
+from .contracts import MAX_EVENT_BYTES, Contract, parse_contract, strip_logical_types
 from .fastwrite import compile_writer
 
 __all__ = ["SINGLE_OBJECT_MAGIC", "AvroCodec", "SchemaLookup"]
@@ -155,8 +155,9 @@ class AvroCodec:
         """Decode one message value of ``topic`` into a record with the reader schema.
 
         Raises:
-            DecodeError: with ``kind`` one of ``unknown_topic``, ``empty``, ``not_avro``,
-                ``truncated``, ``unknown_schema``, ``schema_mismatch``, and the position.
+            DecodeError: with ``kind`` one of ``unknown_topic``, ``empty``, ``too_large``,
+                ``not_avro``, ``truncated``, ``unknown_schema``, ``schema_mismatch``, and the
+                position.
         """
         try:
             return self._decode(topic, data)
@@ -167,6 +168,11 @@ class AvroCodec:
         reader = self.reader(topic)
         if not data:
             raise DecodeError("empty", "message has no value")
+        if len(data) > MAX_EVENT_BYTES:
+            raise DecodeError(
+                "too_large",
+                f"message of {len(data)} bytes exceeds the {MAX_EVENT_BYTES}-byte event limit",
+            )
         if data[:2] == SINGLE_OBJECT_MAGIC:
             if len(data) < _SO_HEADER:
                 raise DecodeError(

@@ -21,6 +21,7 @@ from fastavro.schema import to_parsing_canonical_form
 from featurestream.errors import ConfigError
 
 __all__ = [
+    "MAX_EVENT_BYTES",
     "MAX_FUTURE_MS",
     "Contract",
     "contract_for_topic",
@@ -33,6 +34,9 @@ __all__ = [
 # An event's time may be at most this far ahead of the moment it was produced
 # (producer clock skew); further ahead it is out of range.
 MAX_FUTURE_MS = 5 * 60 * 1000
+# No event of ours comes near this; a larger message is dead-lettered as too_large
+# before it is parsed (a runaway producer must not make the engine parse megabytes).
+MAX_EVENT_BYTES = 64 * 1024
 
 _EMPTY64 = 0xC15D213AA4D7A795
 _MASK64 = 0xFFFFFFFFFFFFFFFF

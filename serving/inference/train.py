@@ -62,13 +62,24 @@ def training_entities(
 
 def auc(scores: Sequence[float], labels: Sequence[int]) -> float | None:
     """Area under the ROC curve (None without both classes)."""
-    s = np.asarray(scores)
+    s = np.asarray(scores, dtype=float)
     y = np.asarray(labels)
-    pos, neg = s[y == 1], s[y == 0]
-    if not len(pos) or not len(neg):
+    n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
+    if not n_pos or not n_neg:
         return None
-    wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
-    return float(wins / (len(pos) * len(neg)))
+    # Mann-Whitney U from average ranks (ties share their rank): O(n log n) memory-light.
+    order = np.argsort(s, kind="stable")
+    ranks = np.empty(len(s))
+    sorted_s = s[order]
+    i = 0
+    while i < len(s):
+        j = i
+        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    u = ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2
+    return float(u / (n_pos * n_neg))
 
 
 def train_model(store: Any, entities: pd.DataFrame, *, holdout: float = 0.2) -> LogisticModel:

@@ -57,9 +57,10 @@ def run_backfill(
 
     The offline log receives every event of the range once, late ones included
     (repeated backfills of the same range and source replace their own files).
-    With ``online``, the tiles still inside their views' retention at ``now_ms``
-    are set in Redis, replacing those tiles: meant for views whose engine is not
-    running, e.g. to bootstrap a new view before its stream starts.
+    With ``online``, the tiles lying wholly in the range and still inside their views'
+    retention at ``now_ms`` are set in Redis, replacing those tiles: meant to bootstrap
+    a view before its engine first runs (``--to`` at the stream's start). An engine
+    that later applies an event to one of those tiles sets it from its own state.
 
     Raises:
         ConfigError: when the range holds no event of the views.
@@ -88,17 +89,23 @@ def run_backfill(
             report.files[view.name] = len(write_backfill(log_root, view, rows, run_id))
         if online is not None:
             report.online_entities[view.name] = _write_online(
-                online, view, history, now_ms if now_ms is not None else time.time_ns() // 10**6
+                online,
+                view,
+                history,
+                now_ms if now_ms is not None else time.time_ns() // 10**6,
+                (time_range.start_ms, time_range.end_ms),
             )
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _write_online(store: TileStore, view: ViewSpec, history: History, now_ms: int) -> int:
+def _write_online(
+    store: TileStore, view: ViewSpec, history: History, now_ms: int, within: tuple[int, int]
+) -> int:
     batch: list[TileUpdate] = []
     written = 0
     for key, tiles in history.tiles(view).items():
-        update = tiles.restore_update(view, key, now_ms)
+        update = tiles.restore_update(view, key, now_ms, within)
         if update is None:
             continue
         batch.append(update)

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 _SUFFIXES = {".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 _BATCH = 65_536
 _QUIET_S = 1.0
+_STALL_S = 60.0
 
 
 class EventSource(Protocol):
@@ -199,6 +200,18 @@ class FileEvents:
             raise ConfigError(f"{path}: not a readable Parquet file: {exc}") from exc
 
 
+def _same_kind(source: pa.DataType, target: pa.DataType) -> bool:
+    """Whether encoding accepts values of ``source`` for ``target`` as they are: integers
+    for integer and floating fields, floats for floating ones, strings, booleans."""
+    if pa.types.is_integer(target):
+        return bool(pa.types.is_integer(source))
+    if pa.types.is_floating(target):
+        return bool(pa.types.is_integer(source) or pa.types.is_floating(source))
+    if pa.types.is_string(target):
+        return bool(pa.types.is_string(source) or pa.types.is_large_string(source))
+    return bool(source == target)
+
+
 def _checked(batch: pa.RecordBatch, contract: Contract) -> list[dict[str, Any]] | None:
     """The batch's records when every row fits ``contract``, else None (check row by row).
 
@@ -212,7 +225,7 @@ def _checked(batch: pa.RecordBatch, contract: Contract) -> list[dict[str, Any]] 
         if target is None or name not in names:
             return None
         column = batch.column(names.index(name))
-        if column.null_count:
+        if column.null_count or not _same_kind(column.type, target):
             return None
         try:
             column = pc.cast(column, target, safe=True)
@@ -236,7 +249,9 @@ def _plain(batch: pa.RecordBatch) -> pa.RecordBatch:
     for column in batch.columns:
         if pa.types.is_timestamp(column.type):
             tz = column.type.tz or "UTC"
-            columns.append(pc.cast(pc.cast(column, pa.timestamp("ms", tz=tz)), pa.int64()))
+            # Sub-millisecond precision is truncated: event times are milliseconds.
+            ms = pc.cast(column, pa.timestamp("ms", tz=tz), safe=False)
+            columns.append(pc.cast(ms, pa.int64()))
         else:
             columns.append(column)
     return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
@@ -261,7 +276,8 @@ def _json_lines(path: Path) -> Iterator[list[dict[str, Any] | None]]:
 
 
 class KafkaEvents:
-    """A replay of Kafka topics from a time on, to the end of every partition.
+    """A replay of Kafka topics from a time on, to the end of every partition (what was
+    produced before the replay started).
 
     Messages are read from the first one produced at ``from_ms - MAX_FUTURE_MS``
     (no event time can be further ahead of its produce time, so nothing in range
@@ -326,28 +342,45 @@ class KafkaEvents:
         return out
 
     def _replay(self, consumer: Consumer, history: History, codec: AvroCodec) -> None:
+        """Read each partition up to what was produced before the replay started: to its
+        end, or to its first message produced later (so live traffic cannot keep the
+        replay going). Stops with an error when nothing arrives for ``_STALL_S``."""
+        started_ms = time.time_ns() // 1_000_000
         parts = self._start_offsets(consumer)
         consumer.assign(parts)
-        pending = {(tp.topic, tp.partition) for tp in parts}
-        quiet_since = time.monotonic()
-        while True:
+        open_parts = {(tp.topic, tp.partition) for tp in parts}
+        at_end: set[tuple[str, int]] = set()
+        quiet_since = stalled_since = time.monotonic()
+        while open_parts:
             messages = consumer.consume(10_000, 0.1)
+            now = time.monotonic()
             if not messages:
-                if not pending and time.monotonic() - quiet_since > _QUIET_S:
+                if open_parts <= at_end and now - quiet_since > _QUIET_S:
                     return
+                if now - stalled_since > _STALL_S:
+                    raise BrokerUnavailable(
+                        f"replay from {self._bootstrap} stalled: nothing for {_STALL_S:.0f} s "
+                        f"from {sorted(open_parts - at_end)}"
+                    )
                 continue
-            quiet_since = time.monotonic()
+            quiet_since = stalled_since = now
             for msg in messages:
                 err = msg.error()
                 where = (str(msg.topic()), int(msg.partition() or 0))
+                if where not in open_parts:
+                    continue
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(where)
+                        at_end.add(where)
                         continue
                     if err.retriable() or err.code() == KafkaError._TRANSPORT:
                         continue
                     raise BrokerUnavailable(f"replay {where}: {err}")
-                pending.add(where)
+                at_end.discard(where)  # the end reported earlier was not the end
+                kind, produced = msg.timestamp()
+                if kind != TIMESTAMP_NOT_AVAILABLE and produced >= started_ms:
+                    open_parts.discard(where)  # produced after the replay started
+                    continue
                 topic = str(msg.topic())
                 try:
                     record = codec.decode(
@@ -359,7 +392,6 @@ class KafkaEvents:
                 except EventError as exc:
                     history.reject(exc.kind)
                     continue
-                kind, produced = msg.timestamp()
                 time_field = history.time_field(topic)
                 if (
                     time_field is not None

@@ -213,12 +213,16 @@ class EntityTiles:
             key=key, values=sets, deletes=deletes, ttl_ms=view.retention_ms + _SKEW_MS
         )
 
-    def restore_update(self, view: ViewSpec, key: str, now_ms: int) -> TileUpdate | None:
+    def restore_update(
+        self, view: ViewSpec, key: str, now_ms: int, within: tuple[int, int] | None = None
+    ) -> TileUpdate | None:
         """The update that writes this whole state online as of ``now_ms``.
 
-        Only tiles still within ``view.retention_ms`` of ``now_ms`` are written; the key
-        expires when the newest event leaves the retention. None when nothing of this
-        entity is readable any more (used by backfill and to restore an emptied store).
+        Only tiles still within ``view.retention_ms`` of ``now_ms`` are written (and with
+        ``within = (start, end)``, only tiles lying wholly in ``[start, end)``: a tile a
+        range covers partly would replace a complete one); the key expires when the
+        newest event leaves the retention. None when nothing of this entity is readable
+        any more (used by backfill and to restore an emptied store).
         """
         horizon_ms = now_ms - view.retention_ms
         if self.max_event_ms < horizon_ms:
@@ -231,9 +235,13 @@ class EntityTiles:
         ):
             first = horizon_ms // agg.tile_ms
             encode = agg.aggregator.encode
+            g = agg.tile_ms
             for index, partial in zip(idx, vals, strict=True):
-                if index >= first:
-                    sets[tile_field(slot, index)] = (encode, partial)
+                if index < first or (
+                    within is not None and (index * g < within[0] or (index + 1) * g > within[1])
+                ):
+                    continue
+                sets[tile_field(slot, index)] = (encode, partial)
         sets[LAST_EVENT_FIELD] = (_encode_int, self.max_event_ms)
         ttl_ms = self.max_event_ms + view.retention_ms + _SKEW_MS - now_ms
         return TileUpdate(key=key, values=sets, deletes=(), ttl_ms=max(1, ttl_ms))

@@ -30,11 +30,12 @@ def restore_online(
 ) -> int:
     """Write the tiles still inside their retention at ``now_ms``; return the entities."""
     now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-    restored = 0
+    total = 0
     for view in views:
+        restored = 0
         horizon = now_ms - view.retention_ms
         batch: list[TileUpdate] = []
-        for key, events in read_view_log(log_root, view).items():
+        for key, events in read_view_log(log_root, view, since_ms=horizon).items():
             times = events.times_ms
             if not times or times[-1] < horizon:
                 continue
@@ -58,4 +59,5 @@ def restore_online(
         if batch:
             store.write(batch, project=view.project)
         log.warning("restored view=%s entities=%d from the offline log", view.name, restored)
-    return restored
+        total += restored
+    return total

@@ -15,14 +15,14 @@ from featurestream.events import AvroCodec, load_contracts
 
 from ..core import ViewSpec
 from ..offline.log import OfflineLogSink
-from ..online.tile_store import TileStore, connect
+from ..online.tile_store import TileStore, connect, marker_key
 from .dataflow import build_flow
 from .metrics import FlowMetrics
 from .restore import restore_online
 from .sinks import OnlineTileSink, RejectedSink
 from .source import KafkaEventSource, gate_configs
 
-__all__ = ["RunConfig", "caused_by", "kafka_flow", "run_engine", "run_flow"]
+__all__ = ["RunConfig", "caused_by", "engine_marker", "kafka_flow", "run_engine", "run_flow"]
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,11 @@ class RunConfig:
             runs and tests) instead of tailing forever.
         write_retry_s: How long failing online writes are retried before stopping.
         dedupe_horizon_ms: Duplicate-detection horizon; None = the allowed lateness.
-        restore_online: Rewrite the online tiles from the offline log when Redis lost
-            them (at start, and when it restarts empty during the run).
+        restore_online: This process rewrites the online tiles from the offline log
+            when Redis lost them (at start, and when it restarts empty during the run).
+        detect_lost: Writes check the engine's marker and stop the flow with
+            ``OnlineStoreLost`` when Redis lost it (False, the default for flows run
+            outside :func:`run_engine`: carry on regardless).
         process_index: This engine process, of ``process_count``: it reads the source
             partitions ``p % process_count == process_index``. Events are keyed by
             their entity, so processes share no entity and no partition.
@@ -57,6 +60,7 @@ class RunConfig:
     write_retry_s: float = 60.0
     dedupe_horizon_ms: int | None = None
     restore_online: bool = True
+    detect_lost: bool = False
     process_index: int = 0
     process_count: int = 1
 
@@ -100,7 +104,13 @@ def kafka_flow(
     return build_flow(
         views,
         source,
-        OnlineTileSink(store, project, config.write_retry_s, metrics),
+        OnlineTileSink(
+            store,
+            project,
+            config.write_retry_s,
+            metrics,
+            engine_marker(views) if config.detect_lost else None,
+        ),
         RejectedSink(producer, config.dlq_topic, metrics),
         RejectedSink(producer, config.late_topic, metrics),
         None
@@ -169,12 +179,14 @@ def run_engine(
     """
     metrics = metrics or FlowMetrics()
     store = TileStore(connect(config.redis_url), config.redis_url)
-    project = views[0].project if views else ""
-    # Nothing written since Redis last started empty: restore before running.
-    lost = not store.has_marker(project)
+    marker = engine_marker(views)
+    # No marker: Redis started empty since this engine last ran (or it never ran).
+    lost = config.detect_lost and not store.has_marker(marker)
     while True:
-        if lost and config.restore_online and config.offline_log is not None:
-            restore_online(views, config.offline_log, store)
+        if lost and config.restore_online:
+            if config.offline_log is not None:
+                restore_online(views, config.offline_log, store)
+            store.set_marker(marker)  # only once the tiles are back
         try:
             run_flow(
                 kafka_flow(views, config, codec, metrics),
@@ -186,5 +198,10 @@ def run_engine(
             if not (config.restore_online and caused_by(exc, OnlineStoreLost)):
                 raise
             log.warning("Redis lost the online tiles: restoring them and resuming")
-            # The failed batch set the marker again: restore regardless of it.
             lost = True
+
+
+def engine_marker(views: Sequence[ViewSpec]) -> str:
+    """The marker of the engine running ``views`` (see ``marker_key``)."""
+    project = views[0].project if views else ""
+    return marker_key(project, "-".join(sorted(v.state_id for v in views)))

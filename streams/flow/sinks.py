@@ -23,13 +23,18 @@ log = logging.getLogger(__name__)
 
 class _TilePartition(StatelessSinkPartition[SinkItem]):
     def __init__(
-        self, store: TileStore, project: str, retry_for_s: float, metrics: FlowMetrics
+        self,
+        store: TileStore,
+        project: str,
+        retry_for_s: float,
+        metrics: FlowMetrics,
+        marker: str | None,
     ) -> None:
         self._store = store
         self._project = project
         self._retry_for_s = retry_for_s
         self._metrics = metrics
-        self._wrote = False
+        self._marker = marker
 
     def write_batch(self, items: list[SinkItem]) -> None:
         updates = [i.update for i in items if i.update is not None]
@@ -43,16 +48,16 @@ class _TilePartition(StatelessSinkPartition[SinkItem]):
         while True:
             try:
                 started = time.perf_counter()
-                fields = self._store.write(updates, progress, project=self._project)
+                fields = self._store.write(
+                    updates, progress, project=self._project, marker=self._marker
+                )
                 self._metrics.observe_write(fields, time.perf_counter() - started)
-                if self._wrote and not self._store.last_write_found_marker:
+                if not self._store.last_write_found_marker:
                     # Tiles written before are gone; those of this batch are complete
                     # (tile contents are set), the others must be restored.
                     raise OnlineStoreLost(
-                        f"Redis lost the online tiles of {self._project!r} (it restarted "
-                        "empty); restoring them from the offline log"
+                        f"Redis lost the online tiles of {self._project!r} (it restarted empty)"
                     )
-                self._wrote = True
                 return
             except OnlineStoreLost:
                 raise
@@ -73,6 +78,8 @@ class OnlineTileSink(DynamicSink[SinkItem]):
         project: Feast project (the progress key's namespace).
         retry_for_s: How long a failing write is retried before the flow stops (the
             snapshot is then not advanced past what Redis holds).
+        marker: The engine's :func:`~streams.online.tile_store.marker_key`; a write that
+            does not find it raises ``OnlineStoreLost`` (None: no detection).
     """
 
     def __init__(
@@ -81,14 +88,18 @@ class OnlineTileSink(DynamicSink[SinkItem]):
         project: str,
         retry_for_s: float = 60.0,
         metrics: FlowMetrics | None = None,
+        marker: str | None = None,
     ) -> None:
         self._factory = store_factory
         self._project = project
         self._retry_for_s = retry_for_s
         self._metrics = metrics or FlowMetrics()
+        self._marker = marker
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _TilePartition:
-        return _TilePartition(self._factory(), self._project, self._retry_for_s, self._metrics)
+        return _TilePartition(
+            self._factory(), self._project, self._retry_for_s, self._metrics, self._marker
+        )
 
 
 class _RejectedPartition(StatelessSinkPartition[Rejected]):

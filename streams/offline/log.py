@@ -228,9 +228,13 @@ class EntityEvents:
 
 
 def read_view_log(
-    root: Path, view: ViewSpec, entities: Iterable[tuple[Any, ...]] | None = None
+    root: Path,
+    view: ViewSpec,
+    entities: Iterable[tuple[Any, ...]] | None = None,
+    since_ms: int | None = None,
 ) -> dict[tuple[Any, ...], EntityEvents]:
-    """The applied events of ``view`` per entity (join key values), duplicates dropped.
+    """The applied events of ``view`` per entity (join key values), duplicates dropped;
+    only those at or after ``since_ms`` when given.
 
     Raises:
         ConfigError: when a log file is unreadable.
@@ -250,6 +254,9 @@ def read_view_log(
         if wanted is not None and len(view.join_keys) == 1:
             key = view.join_keys[0]
             flt = ds.field(key).isin([e[0] for e in wanted])
+        if since_ms is not None:
+            since = ds.field("event_time") >= pa.scalar(since_ms, pa.timestamp("ms", tz="UTC"))
+            flt = since if flt is None else flt & since
         table = dataset.to_table(filter=flt)
     except (pa.ArrowInvalid, OSError) as exc:
         raise ConfigError(f"offline log of {view.name} at {folder} is unreadable: {exc}") from exc

@@ -43,9 +43,10 @@ def freshness_key(project: str) -> str:
     return f"fst:{project}:_written"
 
 
-def marker_key(project: str) -> str:
-    """Set by every write: its absence after writes means Redis lost what it held."""
-    return f"fst:{project}:_online"
+def marker_key(project: str, engine: str) -> str:
+    """Set when an engine (a set of views) starts with its tiles in place; its absence
+    during the run means Redis lost what it held (it restarted empty)."""
+    return f"fst:{project}:_online:{engine}"
 
 
 def progress_key(project: str) -> str:
@@ -120,12 +121,13 @@ class TileStore:
         progress: Mapping[ProgressKey, int] | None = None,
         *,
         project: str = "",
+        marker: str | None = None,
     ) -> int:
         """Apply tile updates and the progress they cover, atomically.
 
         Returns:
-            The number of tile fields set. ``last_write_found_marker`` tells whether
-            Redis still held the marker of earlier writes (see :func:`marker_key`).
+            The number of tile fields set. With ``marker`` (a :func:`marker_key`),
+            ``last_write_found_marker`` tells whether Redis still held it.
 
         Raises:
             OnlineStoreUnavailable: when Redis does not answer (nothing is acknowledged).
@@ -150,7 +152,8 @@ class TileStore:
         }
         try:
             pipe = self._client.pipeline(transaction=True)
-            pipe.exists(marker_key(project))
+            if marker is not None:
+                pipe.exists(marker)
             for key, fields in sets.items():
                 if deletes[key]:
                     pipe.hdel(key, *deletes[key])
@@ -164,21 +167,32 @@ class TileStore:
             if views:
                 now = str(time.time_ns() // 1_000_000)
                 pipe.hset(freshness_key(project), mapping=dict.fromkeys(views, now))
-            pipe.set(marker_key(project), b"1")
-            had_marker = bool(pipe.execute()[0])
+            replies = pipe.execute()
+            had_marker = marker is None or bool(replies[0])
         except _REDIS_ERRORS as exc:
             raise OnlineStoreUnavailable(f"Redis at {self._describe}: write failed: {exc}") from exc
         self.last_write_found_marker = had_marker
         return sum(len(f) for f in sets.values())
 
-    def has_marker(self, project: str) -> bool:
-        """Whether anything was written for ``project`` since Redis last started empty.
+    def has_marker(self, marker: str) -> bool:
+        """Whether ``marker`` (a :func:`marker_key`) is set.
 
         Raises:
             OnlineStoreUnavailable: when Redis does not answer.
         """
         try:
-            return bool(self._client.exists(marker_key(project)))
+            return bool(self._client.exists(marker))
+        except _REDIS_ERRORS as exc:
+            raise OnlineStoreUnavailable(f"Redis at {self._describe}: {exc}") from exc
+
+    def set_marker(self, marker: str) -> None:
+        """Set ``marker``: this engine's tiles are in place.
+
+        Raises:
+            OnlineStoreUnavailable: when Redis does not answer.
+        """
+        try:
+            self._client.set(marker, b"1")
         except _REDIS_ERRORS as exc:
             raise OnlineStoreUnavailable(f"Redis at {self._describe}: {exc}") from exc
 

@@ -1,7 +1,8 @@
 """The fault suite: the whole path in containers while the engine is killed with
-SIGKILL at random points and Redis restarts empty, with 1% malformed, 1% late and
-2% duplicated events. Online values, the offline log and the dead-letter topic are
-checked against an oracle computed from what the broker acknowledged.
+SIGKILL at random points and Redis restarts empty, with 1% malformed (six kinds,
+plus huge messages), 1% late and 2% duplicated events. Online values, the offline
+log and the dead-letter topic are checked against an oracle computed from what the
+broker acknowledged.
 
 Every protection has a negative control: the same scenario with duplicate detection
 off, or with tile state not resumed after a crash, must be caught.
@@ -219,6 +220,14 @@ def _scenario(
                 value=value,
                 on_delivery=lambda err, msg, r=e.record, k=e.kind: delivered(err, msg, r, k),
             )
+        # and one huge message per chunk (dead-lettered as too_large)
+        stats.injected_bad["too_large"] += 1
+        producer.produce(
+            "clicks",
+            key=str(first_user).encode(),
+            value=b"\xc3\x01" + b"\x00" * 100_000,
+            on_delivery=lambda err, msg: delivered(err, msg, None, "too_large"),
+        )
         producer.flush(30)
         if chunk in kill_after:
             # Once the engine is applying this chunk (not while it starts up): then

@@ -117,7 +117,9 @@ def test_backfill_from_files_and_kafka_equals_the_streaming_run(
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), files / "clicks.parquet")
     (files / "purchases.jsonl").write_text("\n".join(json.dumps(r) for r in purchases))
 
-    window = ("--from", str(now_ms - 60_000), "--to", str(now_ms + 60_000))
+    # Day boundaries: every tile size divides a day, so --online writes all the tiles.
+    day = now_ms // 86_400_000 * 86_400_000
+    window = ("--from", str(day - 86_400_000), "--to", str(day + 2 * 86_400_000))
     from_files = copy_feature_repo(tmp_path / "files")
     apply_repo(from_files, local_stack.online_redis_url)
     out = _cli(

@@ -97,3 +97,54 @@ def test_two_processes_equal_one(local_stack: Settings, tmp_path: Path) -> None:
     files = {p.name for p in (results[2][0] / "data" / "offline_log").rglob("part-*.parquet")}
     assert any(f.endswith("-0of2.parquet") for f in files)
     assert any(f.endswith("-1of2.parquet") for f in files)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def test_engine_processes_do_not_outlive_a_killed_parent(
+    local_stack: Settings, tmp_path: Path
+) -> None:
+    import signal
+
+    repo = copy_feature_repo(tmp_path)
+    url = f"redis://127.0.0.1:{local_stack.redis_port}/3"
+    apply_repo(repo, url)
+    env = {
+        **os.environ,
+        "FEATURESTREAM_REPO_PATH": str(repo),
+        "FEATURESTREAM_STATE_DIR": str(tmp_path / "state"),
+        "FEATURESTREAM_BROKER_PORT": str(local_stack.broker_port),
+        "FEATURESTREAM_REDIS_URL": url,
+        "FEATURESTREAM_METRICS_PORT": "0",
+    }
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "featurestream.cli", "run", "--processes", "2"], env=env
+    )
+    deadline = time.monotonic() + 60
+    children: list[int] = []
+    while time.monotonic() < deadline and len(children) < 2:
+        children = _children(parent.pid)
+        time.sleep(0.2)
+    assert len(children) == 2
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{c}").exists() for c in children):
+        time.sleep(0.1)
+    alive = [
+        c
+        for c in children
+        if Path(f"/proc/{c}/stat").exists()
+        and Path(f"/proc/{c}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    ]
+    assert alive == []

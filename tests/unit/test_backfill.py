@@ -233,3 +233,47 @@ def test_tiled_history_reads_like_folding_every_event(
         expected = [value_as_of(agg, times, column, t) for t in at]
         assert [history.value(t) for t in at] == expected, agg.name
         assert history.values(at) == expected, agg.name
+
+
+def test_batch_check_and_row_check_agree_on_types(tmp_path: Path) -> None:
+    # item_id as a double (3.0): encoding rejects it row by row, so must the batch check,
+    # whether or not the batch has nulls elsewhere.
+    rows = [{**_purchase(i), "item_id": float(1 + i % 4)} for i in range(20)]
+    path = tmp_path / "purchases.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    history = History([VIEW], TimeRange(0, 10**6))
+    FileEvents([path], load_contracts()).feed(history, AvroCodec(load_contracts()))
+    assert history.stats.applied == {"spend": 0}
+    assert dict(history.stats.invalid) == {"schema_mismatch": 20}
+
+
+def test_nanosecond_timestamps_are_truncated_to_milliseconds(tmp_path: Path) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame([_purchase(i) for i in range(5)])
+    frame["event_time"] = pd.to_datetime(frame["event_time"] * 1_000_000 + 123, unit="ns", utc=True)
+    path = tmp_path / "purchases.parquet"
+    frame.to_parquet(path)
+    history = History([VIEW], TimeRange(0, 10**6))
+    FileEvents([path], load_contracts()).feed(history, AvroCodec(load_contracts()))
+    assert [r.event_time_ms for r in history.rows(VIEW)] == [1_000 + i for i in range(5)]
+
+
+def test_restore_update_within_a_range_skips_tiles_it_covers_partly() -> None:
+    tiles = EntityTiles()
+    key = tile_key("p", "spend", "1")
+    for t in (100_000, 125_000, 170_000):
+        tiles.apply(
+            VIEW,
+            key,
+            {"event_id": str(t), "user_id": 1, "event_time": t, "amount": 1.0, "item_id": 1},
+        )
+    update = tiles.restore_update(VIEW, key, 200_000, within=(105_000, 10**9))
+    assert update is not None
+    written = {f for f in update.sets if f != "_last_ms"}
+    ten_s = next(s for s, a in VIEW.slot_items if a.tile_ms == 10_000)
+    one_min = next(s for s, a in VIEW.slot_items if a.tile_ms == 60_000)
+    # 10 s tiles 10 (100-110 s, starts before the range) out; 12 and 17 in
+    assert {f for f in written if f.startswith(ten_s)} == {f"{ten_s}:12", f"{ten_s}:17"}
+    # the minute tile 1 (60-120 s) starts before the range: out; tile 2 (120-180 s) in
+    assert {f for f in written if f.startswith(one_min)} == {f"{one_min}:2"}

@@ -258,6 +258,7 @@ BAD_VALUES: list[Any] = [
         id="purchase-on-clicks",
     ),
     pytest.param("no-such-topic", VALID, "unknown_topic", id="unknown-topic"),
+    pytest.param("clicks", VALID + b"\x00" * (64 * 1024), "too_large", id="huge"),
 ]
 
 
