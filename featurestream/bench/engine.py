@@ -141,6 +141,7 @@ def bench_engine(events: int, reads: int, out_dir: Path, command: str) -> dict[s
             "reads": reads,
         }
         results["state"] = _state_size(view, records)
+        results["aggregations"] = len(view.aggregations)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "engine.json").write_text(json.dumps(results, indent=2) + "\n")
     m, st, rd = results["machine"], results["state"], results["read_ms"]
@@ -153,8 +154,9 @@ def bench_engine(events: int, reads: int, out_dir: Path, command: str) -> dict[s
         f"({results['run_seconds']} s); with `--processes 2` (4 partitions): "
         f"**{results['run_2_processes_events_per_s']:,} events/s** "
         f"({results['run_2_processes_seconds']} s).\n"
-        f"- Engine state per active entity ({st['active_entities']:,} entities, the view's 3 "
-        f"aggregations): **{st['bytes_in_memory_per_entity']:,} B in memory**, "
+        f"- Engine state per active entity ({st['active_entities']:,} entities, the view's "
+        f"{results['aggregations']} aggregations): "
+        f"**{st['bytes_in_memory_per_entity']:,} B in memory**, "
         f"{st['bytes_pickled_per_entity']:,} B snapshotted.\n"
         f"- `FeatureStore.get_online_features`, one entity, all features of `{VIEW}` merged "
         f"from tiles, in process: **p50 {rd['p50']} ms, p99 {rd['p99']} ms** ({reads:,} reads).\n"
