@@ -1,8 +1,8 @@
 """The fault suite: the whole path in containers while the engine is killed with
 SIGKILL at random points and Redis restarts empty, with 1% malformed (six kinds,
-plus huge messages), 1% late and 2% duplicated events. Online values, the offline
-log and the dead-letter topic are checked against an oracle computed from what the
-broker acknowledged.
+plus huge messages and events from the future), 1% late and 2% duplicated events.
+Online values, the offline log and the dead-letter topic are checked against an
+oracle computed from what the broker acknowledged.
 
 Every protection has a negative control: the same scenario with duplicate detection
 off, or with tile state not resumed after a crash, must be caught.
@@ -220,6 +220,21 @@ def _scenario(
                 value=value,
                 on_delivery=lambda err, msg, r=e.record, k=e.kind: delivered(err, msg, r, k),
             )
+        # one valid event an hour ahead of its produce time (a bad clock: out_of_range)
+        future = {
+            "event_id": str(uuid.uuid4()),
+            "user_id": first_user,
+            "item_id": 1,
+            "page": "home",
+            "event_time": now_ms + 3_600_000,
+        }
+        stats.injected_bad["out_of_range"] += 1
+        producer.produce(
+            "clicks",
+            key=str(first_user).encode(),
+            value=codec.encode("clicks", future),
+            on_delivery=lambda err, msg: delivered(err, msg, None, "out_of_range"),
+        )
         # and one huge message per chunk (dead-lettered as too_large)
         stats.injected_bad["too_large"] += 1
         producer.produce(
