@@ -14,10 +14,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from featurestream.events import AvroCodec, load_contracts
+from featurestream.stack import cli_env
 from producers import TrafficConfig, TrafficGenerator
 
 from .machine import describe_machine
-from .workspace import bench_stack, cli_env
+from .workspace import bench_stack
 
 __all__ = ["bench_backfill"]
 

@@ -22,10 +22,11 @@ from typing import Any
 
 from featurestream.cli.produce import KafkaSink, produce_generated
 from featurestream.events import AvroCodec, load_contracts
+from featurestream.stack import cli_env
 from producers import Emission, EventProducer, TrafficConfig, TrafficGenerator
 
 from .machine import describe_machine
-from .workspace import bench_stack, cli_env
+from .workspace import bench_stack
 
 __all__ = ["bench_engine"]
 

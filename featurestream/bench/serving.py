@@ -27,11 +27,11 @@ from typing import Any
 from featurestream.errors import StackError
 from featurestream.events import AvroCodec, load_contracts
 from featurestream.settings import Settings
-from featurestream.stack import free_port, log_tail
+from featurestream.stack import cli_env, free_port, log_tail
 from producers import EventProducer, TrafficConfig, TrafficGenerator
 
 from .machine import describe_machine
-from .workspace import bench_stack, cli_env
+from .workspace import bench_stack
 
 __all__ = ["bench_serving"]
 

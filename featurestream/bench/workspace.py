@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -12,7 +11,7 @@ from pathlib import Path
 from featurestream.settings import Settings
 from featurestream.stack import down, free_port, up
 
-__all__ = ["bench_stack", "cli_env"]
+__all__ = ["bench_stack"]
 
 
 @contextmanager
@@ -44,14 +43,3 @@ def bench_stack(partitions: int = 3) -> Iterator[tuple[Path, Settings]]:
     finally:
         down(settings)
         shutil.rmtree(work, ignore_errors=True)
-
-
-def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """The environment of a ``featurestream`` subprocess using ``settings``' stack."""
-    return {
-        **os.environ,
-        "FEATURESTREAM_BROKER_PORT": str(settings.broker_port),
-        "FEATURESTREAM_REDIS_PORT": str(settings.redis_port),
-        "FEATURESTREAM_REPO_PATH": str(settings.repo_path),
-        **extra,
-    }

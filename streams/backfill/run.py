@@ -12,15 +12,13 @@ from pathlib import Path
 from featurestream.errors import ConfigError
 from featurestream.events import AvroCodec
 
-from ..core import TileUpdate, ViewSpec
+from ..core import ViewSpec
 from ..offline.log import write_backfill
 from ..online.tile_store import TileStore
 from .history import BackfillStats, History, TimeRange
 from .sources import EventSource
 
 __all__ = ["BackfillReport", "run_backfill"]
-
-_WRITE_BATCH = 2_000
 
 
 @dataclass
@@ -102,17 +100,8 @@ def run_backfill(
 def _write_online(
     store: TileStore, view: ViewSpec, history: History, now_ms: int, within: tuple[int, int]
 ) -> int:
-    batch: list[TileUpdate] = []
-    written = 0
-    for key, tiles in history.tiles(view).items():
-        update = tiles.restore_update(view, key, now_ms, within)
-        if update is None:
-            continue
-        batch.append(update)
-        written += 1
-        if len(batch) >= _WRITE_BATCH:
-            store.write(batch, project=view.project)
-            batch = []
-    if batch:
-        store.write(batch, project=view.project)
-    return written
+    updates = (
+        tiles.restore_update(view, key, now_ms, within)
+        for key, tiles in history.tiles(view).items()
+    )
+    return store.write_many((u for u in updates if u is not None), project=view.project)

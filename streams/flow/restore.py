@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..core import EntityTiles, TileUpdate, ViewSpec, entity_id, tile_key
@@ -22,8 +22,6 @@ __all__ = ["restore_online"]
 
 log = logging.getLogger(__name__)
 
-_BATCH = 2_000
-
 
 def restore_online(
     views: Sequence[ViewSpec], log_root: Path, store: TileStore, now_ms: int | None = None
@@ -32,32 +30,23 @@ def restore_online(
     now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
     total = 0
     for view in views:
-        restored = 0
-        horizon = now_ms - view.retention_ms
-        batch: list[TileUpdate] = []
-        for key, events in read_view_log(log_root, view, since_ms=horizon).items():
-            times = events.times_ms
-            if not times or times[-1] < horizon:
-                continue
-            entity = entity_id(list(key))
-            redis_key = tile_key(view.project, view.name, entity)
-            tiles = EntityTiles()
-            for i, t in enumerate(times):
-                if t < horizon:
-                    continue
-                event = {c: events.columns[c][i] for c in view.columns}
-                event.update(zip(view.join_keys, key, strict=True))
-                event[view.timestamp_field] = t
-                tiles.apply(view, redis_key, event)
-            update = tiles.restore_update(view, redis_key, now_ms)
-            if update is not None:
-                batch.append(update)
-                restored += 1
-            if len(batch) >= _BATCH:
-                store.write(batch, project=view.project)
-                batch = []
-        if batch:
-            store.write(batch, project=view.project)
+        restored = store.write_many(_updates(view, log_root, now_ms), project=view.project)
         log.warning("restored view=%s entities=%d from the offline log", view.name, restored)
         total += restored
     return total
+
+
+def _updates(view: ViewSpec, log_root: Path, now_ms: int) -> Iterator[TileUpdate]:
+    """Per entity with events in the retention: its tiles, folded as the stream does."""
+    horizon = now_ms - view.retention_ms
+    for key, events in read_view_log(log_root, view, since_ms=horizon).items():
+        redis_key = tile_key(view.project, view.name, entity_id(list(key)))
+        tiles = EntityTiles()
+        for i, t in enumerate(events.times_ms):
+            event = {c: events.columns[c][i] for c in view.columns}
+            event.update(zip(view.join_keys, key, strict=True))
+            event[view.timestamp_field] = t
+            tiles.apply(view, redis_key, event)
+        update = tiles.restore_update(view, redis_key, now_ms)
+        if update is not None:
+            yield update

@@ -174,6 +174,24 @@ class TileStore:
         self.last_write_found_marker = had_marker
         return sum(len(f) for f in sets.values())
 
+    def write_many(self, updates: Iterable[TileUpdate], *, project: str, batch: int = 2_000) -> int:
+        """Apply many tile updates in :meth:`write` batches of ``batch``; return how many.
+
+        Raises:
+            OnlineStoreUnavailable: when Redis does not answer.
+        """
+        pending: list[TileUpdate] = []
+        count = 0
+        for update in updates:
+            pending.append(update)
+            count += 1
+            if len(pending) >= batch:
+                self.write(pending, project=project)
+                pending = []
+        if pending:
+            self.write(pending, project=project)
+        return count
+
     def has_marker(self, marker: str) -> bool:
         """Whether ``marker`` (a :func:`marker_key`) is set.
 

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import pytest
 
 from featurestream.events import AvroCodec, load_contracts
 from featurestream.settings import Settings
+from featurestream.stack import cli_env
 from producers import EventProducer, TrafficConfig, TrafficGenerator
 from streams.core import ViewSpec, read_view, tile_key
 from streams.definitions import compile_registry
@@ -41,12 +41,11 @@ VIEWS = ("user_click_stats", "user_purchase_stats")
 def _cli(
     settings: Settings, repo: Path, *args: str, redis_db: int = 0, ok: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "FEATURESTREAM_REPO_PATH": str(repo),
-        "FEATURESTREAM_REDIS_URL": f"redis://127.0.0.1:{settings.redis_port}/{redis_db}",
-        "FEATURESTREAM_BROKER_PORT": str(settings.broker_port),
-    }
+    env = cli_env(
+        settings,
+        FEATURESTREAM_REPO_PATH=str(repo),
+        FEATURESTREAM_REDIS_URL=f"redis://127.0.0.1:{settings.redis_port}/{redis_db}",
+    )
     result = subprocess.run(
         [sys.executable, "-m", "featurestream.cli", *args],
         env=env,

@@ -33,7 +33,7 @@ import pytest
 
 from featurestream.events import AvroCodec, load_contracts
 from featurestream.settings import Settings
-from featurestream.stack import free_port
+from featurestream.stack import free_port, redis_server_argv
 from producers import EventProducer, TrafficConfig, TrafficGenerator
 from serving.catalog import Catalog
 from serving.lookup import bind
@@ -630,20 +630,7 @@ def test_health_ready_features_and_metrics(served: Served) -> None:
 
 # ---------------------------------------------------------------- 2b. Redis outages
 def _redis(port: int, log: Path) -> _Process:
-    server = _Process(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        log,
-    )
+    server = _Process(redis_server_argv(port), log)
     wait_until(lambda: _port_open(port), 20, f"redis-server on {port}")
     return server
 

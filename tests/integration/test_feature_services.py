@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pytest
 
 from featurestream.events import AvroCodec, load_contracts
 from featurestream.settings import Settings
+from featurestream.stack import cli_env
 from producers import EventProducer, TrafficConfig, TrafficGenerator
 from streams.online.feast_store import TiledRedisOnlineStore
 from streams.repo import apply_repo, open_store
@@ -22,12 +22,10 @@ from tests.support import copy_feature_repo, run_engine_to_end
 
 
 def _cli(settings: Settings, repo: Path, *args: str) -> str:
-    env = {
-        **os.environ,
-        "FEATURESTREAM_REPO_PATH": str(repo),
-        "FEATURESTREAM_REDIS_PORT": str(settings.redis_port),
-        "FEATURESTREAM_BROKER_PORT": str(settings.broker_port),
-    }
+    env = cli_env(
+        settings,
+        FEATURESTREAM_REPO_PATH=str(repo),
+    )
     result = subprocess.run(
         [sys.executable, "-m", "featurestream.cli", *args],
         env=env,

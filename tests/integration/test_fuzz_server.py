@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 
 from featurestream.cli.seed import seed_data
 from featurestream.settings import Settings
-from featurestream.stack import free_port
+from featurestream.stack import cli_env, free_port
 from producers import ClickTraffic, EventProducer
 from streams.repo import apply_repo, open_store
 from tests.support import copy_feature_repo, run_engine_to_end, wait_until
@@ -37,19 +38,17 @@ def api_schema(local_stack: Settings, tmp_path_factory: pytest.TempPathFactory) 
     seed_data(repo / "data", first_user=1, users=20, items=20, seed=1)
     apply_repo(repo, local_stack.online_redis_url)
     store = open_store(repo, local_stack.online_redis_url)
-    store.materialize_incremental(end_date=time_now())
+    store.materialize_incremental(end_date=datetime.now(tz=UTC))
     now_ms = time.time_ns() // 1_000_000
     with EventProducer(local_stack.bootstrap_servers) as producer:
         for click in ClickTraffic(users=20, seed=1).clicks(now_ms - 10_000, 20, 200):
             producer.send(click)
     run_engine_to_end(local_stack, repo)
     port = free_port()
-    env = {
-        **os.environ,
-        "FEATURESTREAM_REPO_PATH": str(repo),
-        "FEATURESTREAM_REDIS_PORT": str(local_stack.redis_port),
-        "FEATURESTREAM_BROKER_PORT": str(local_stack.broker_port),
-    }
+    env = cli_env(
+        local_stack,
+        FEATURESTREAM_REPO_PATH=str(repo),
+    )
     server = subprocess.Popen(
         [sys.executable, "-m", "featurestream.cli", "serve", "--port", str(port), "--workers", "1"],
         env=env,
@@ -61,12 +60,6 @@ def api_schema(local_stack: Settings, tmp_path_factory: pytest.TempPathFactory) 
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
-
-
-def time_now() -> Any:
-    from datetime import UTC, datetime
-
-    return datetime.now(tz=UTC)
 
 
 def test_the_api_never_answers_5xx(api_schema: Any) -> None:

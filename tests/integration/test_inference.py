@@ -20,7 +20,7 @@ import pandas as pd
 from featurestream.cli.seed import seed_data
 from featurestream.events import AvroCodec, load_contracts
 from featurestream.settings import Settings
-from featurestream.stack import free_port
+from featurestream.stack import cli_env, free_port
 from producers import EventProducer, TrafficConfig, TrafficGenerator
 from streams.repo import open_store
 from tests.support import run_engine_to_end, wait_until
@@ -71,12 +71,10 @@ def test_model_is_trained_on_the_log_and_served_with_the_same_features(
                 producer.send_record(topic, e.record)
     run_engine_to_end(local_stack, repo)
 
-    env = {
-        **os.environ,
-        "FEATURESTREAM_REPO_PATH": str(repo),
-        "FEATURESTREAM_REDIS_PORT": str(local_stack.redis_port),
-        "FEATURESTREAM_BROKER_PORT": str(local_stack.broker_port),
-    }
+    env = cli_env(
+        local_stack,
+        FEATURESTREAM_REPO_PATH=str(repo),
+    )
     model = tmp_path / "model.json"
     trained = subprocess.run(
         [sys.executable, "-m", "featurestream.cli", "train-model", "--out", str(model)],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 
 from featurestream.events import AvroCodec, load_contracts
 from featurestream.settings import Settings
+from featurestream.stack import cli_env
 from producers import ClickTraffic, EventProducer, TrafficConfig, TrafficGenerator
 from streams.core import read_view, tile_key
 from streams.definitions import compile_registry
@@ -24,14 +24,13 @@ from tests.support import copy_feature_repo
 
 
 def _run(settings: Settings, repo: Path, state: Path, db: int, *args: str) -> None:
-    env = {
-        **os.environ,
-        "FEATURESTREAM_REPO_PATH": str(repo),
-        "FEATURESTREAM_STATE_DIR": str(state),
-        "FEATURESTREAM_BROKER_PORT": str(settings.broker_port),
-        "FEATURESTREAM_REDIS_URL": f"redis://127.0.0.1:{settings.redis_port}/{db}",
-        "FEATURESTREAM_METRICS_PORT": "0",
-    }
+    env = cli_env(
+        settings,
+        FEATURESTREAM_REPO_PATH=str(repo),
+        FEATURESTREAM_STATE_DIR=str(state),
+        FEATURESTREAM_REDIS_URL=f"redis://127.0.0.1:{settings.redis_port}/{db}",
+        FEATURESTREAM_METRICS_PORT="0",
+    )
     result = subprocess.run(
         [sys.executable, "-m", "featurestream.cli", "run", "--stop-at-end", *args],
         env=env,
@@ -119,14 +118,13 @@ def test_engine_processes_do_not_outlive_a_killed_parent(
     repo = copy_feature_repo(tmp_path)
     url = f"redis://127.0.0.1:{local_stack.redis_port}/3"
     apply_repo(repo, url)
-    env = {
-        **os.environ,
-        "FEATURESTREAM_REPO_PATH": str(repo),
-        "FEATURESTREAM_STATE_DIR": str(tmp_path / "state"),
-        "FEATURESTREAM_BROKER_PORT": str(local_stack.broker_port),
-        "FEATURESTREAM_REDIS_URL": url,
-        "FEATURESTREAM_METRICS_PORT": "0",
-    }
+    env = cli_env(
+        local_stack,
+        FEATURESTREAM_REPO_PATH=str(repo),
+        FEATURESTREAM_STATE_DIR=str(tmp_path / "state"),
+        FEATURESTREAM_REDIS_URL=url,
+        FEATURESTREAM_METRICS_PORT="0",
+    )
     parent = subprocess.Popen(
         [sys.executable, "-m", "featurestream.cli", "run", "--processes", "2"], env=env
     )

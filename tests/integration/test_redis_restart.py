@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from featurestream.settings import Settings
-from featurestream.stack import free_port, port_open
+from featurestream.stack import cli_env, free_port, port_open, redis_server_argv
 from producers import ClickTraffic, EventProducer
 from streams.definitions import compile_registry
 from streams.online import ProgressKey, TileStore, connect
@@ -28,17 +28,7 @@ from tests.support import copy_feature_repo, wait_until
 
 def _redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
+        [*redis_server_argv(port), "--dir", str(workdir)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -85,16 +75,15 @@ def test_tiles_lost_with_redis_are_restored(
         if c.user_id < first_user + 3
     ]
     ends = _produce(local_stack, before)
-    env = {
-        **os.environ,
-        "FEATURESTREAM_REPO_PATH": str(repo),
-        "FEATURESTREAM_STATE_DIR": str(tmp_path / "state"),
-        "FEATURESTREAM_BROKER_PORT": str(local_stack.broker_port),
-        "FEATURESTREAM_REDIS_URL": url,
-        "FEATURESTREAM_METRICS_PORT": "0",
-        "FEATURESTREAM_SNAPSHOT_INTERVAL_S": "0.5",
-        "FEATURESTREAM_RESTORE_ONLINE": str(restore).lower(),
-    }
+    env = cli_env(
+        local_stack,
+        FEATURESTREAM_REPO_PATH=str(repo),
+        FEATURESTREAM_STATE_DIR=str(tmp_path / "state"),
+        FEATURESTREAM_REDIS_URL=url,
+        FEATURESTREAM_METRICS_PORT="0",
+        FEATURESTREAM_SNAPSHOT_INTERVAL_S="0.5",
+        FEATURESTREAM_RESTORE_ONLINE=str(restore).lower(),
+    )
     log = tmp_path / "engine.log"
     with log.open("wb") as out:
         engine = subprocess.Popen(
