@@ -116,6 +116,8 @@ class Contract:
         """Why ``record`` is out of range, or None when every bounded field is fine."""
         for name, minimum in self.minimums:
             value = record.get(name)
+            if type(value) is int and value >= minimum:
+                continue  # the common case, decided without the checks below
             if not isinstance(value, int | float) or isinstance(value, bool):
                 continue  # absent or of the wrong type: encoding reports it
             try:

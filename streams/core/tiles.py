@@ -17,11 +17,11 @@ from __future__ import annotations
 import json
 from array import array
 from bisect import bisect_left
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .aggregators import Partial
+from .aggregators import Aggregator, Partial
 from .spec import AggregationSpec, ViewSpec
 
 __all__ = [
@@ -124,46 +124,142 @@ class TileUpdate:
         return {name: encode(value) for name, (encode, value) in self.values.items()}
 
 
+def _count_one(flat: array[int], index: int) -> int:
+    """Count one event in tile ``index`` of interleaved ``[index, count, ...]``."""
+    n = len(flat)
+    if n and flat[n - 2] == index:
+        i = n - 1
+    elif not n or flat[n - 2] < index:
+        flat.append(index)
+        flat.append(0)
+        i = n + 1
+    else:
+        j = bisect_left(flat[0::2], index)
+        i = 2 * j + 1
+        if 2 * j == n or flat[2 * j] != index:
+            flat[2 * j : 2 * j] = array("q", (index, 0))
+    count = flat[i] = flat[i] + 1
+    return count
+
+
+def _add_to_tile(
+    idx: array[int], vals: list[Any], index: int, aggregator: Aggregator, value: Any
+) -> Partial:
+    """Add ``value`` to tile ``index`` (sorted ``idx``, parallel ``vals``)."""
+    n = len(idx)
+    if n and idx[-1] == index:
+        i = n - 1
+    elif not n or idx[-1] < index:
+        idx.append(index)
+        vals.append(aggregator.initialize())
+        i = n
+    else:
+        i = bisect_left(idx, index)
+        if i == n or idx[i] != index:
+            idx.insert(i, index)
+            vals.insert(i, aggregator.initialize())
+    partial = vals[i] = aggregator.add(vals[i], value)
+    return partial
+
+
+class _Slot:
+    """Where one tile slot lives in an entity's state, and how long its tiles are kept."""
+
+    __slots__ = ("aggregator", "counts", "name", "pos", "retention_ms", "tile_ms", "wants")
+
+    def __init__(self, name: str, agg: AggregationSpec, pos: int, retention_ms: int) -> None:
+        self.name = name
+        self.aggregator = agg.aggregator
+        self.tile_ms = agg.tile_ms
+        self.pos = pos
+        self.retention_ms = retention_ms
+        self.counts = agg.function == "count"
+        # (column, whether the value is (event time, value): the ``last`` partial's input)
+        self.wants = (agg.column, agg.function == "last")
+
+
+_LAYOUTS: dict[int, tuple[tuple[str, ...], tuple[_Slot, ...]]] = {}
+
+
+def _layout_of(view: ViewSpec) -> tuple[_Slot, ...]:
+    """The state layout of ``view`` (cached per view definition)."""
+    names = view.slot_names
+    cached = _LAYOUTS.get(id(names))
+    if cached is not None and cached[0] is names:
+        return cached[1]
+    slots = []
+    pos = 0
+    for slot, agg in view.slot_items:
+        # A slot's tiles are needed while its longest window (plus the tile being
+        # filled and the lateness) can still read or revise them.
+        keep = max(a.window_ms + a.tile_ms for a in view.aggregations if a.slot == slot)
+        slots.append(_Slot(slot, agg, pos, keep + view.allowed_lateness_ms))
+        pos += 1 if agg.function == "count" else 2
+    layout = tuple(slots)
+    _LAYOUTS[id(names)] = (names, layout)
+    return layout
+
+
 class EntityTiles:
     """The tiles of one entity in one view: the per-key state of the dataflow.
 
-    Compact: per tile slot, a sorted ``array('q')`` of tile indices and the
-    partials in a parallel container (``array('q')`` for counts, a list for the
-    others); only tiles within ``view.retention_ms`` of the newest event applied
-    are kept. Picklable (Bytewax snapshots it).
+    Compact, as the engine holds one per active entity: ``_data`` is one flat list
+    with, per tile slot, either one ``array('q')`` of interleaved ``[tile index,
+    count, ...]`` (count slots) or a sorted ``array('q')`` of tile indices followed
+    by a list of the partials. A slot keeps only the tiles its longest window can
+    still read or revise (window + one tile + the allowed lateness) before the newest
+    event applied. Picklable (snapshots hold it).
     """
 
-    __slots__ = ("_idx", "_slots", "_vals", "max_event_ms")
+    __slots__ = ("_data", "_slots", "max_event_ms")
 
     def __init__(self) -> None:
         self.max_event_ms: int = -1
         self._slots: tuple[str, ...] = ()
-        self._idx: list[array[int]] = []
-        self._vals: list[Any] = []
+        self._data: list[Any] = []
 
-    def __getstate__(self) -> tuple[int, tuple[str, ...], list[array[int]], list[Any]]:
-        return (self.max_event_ms, self._slots, self._idx, self._vals)
+    def __getstate__(self) -> tuple[int, tuple[str, ...], list[Any]]:
+        return (self.max_event_ms, self._slots, self._data)
 
-    def __setstate__(self, state: tuple[int, tuple[str, ...], list[array[int]], list[Any]]) -> None:
-        self.max_event_ms, self._slots, self._idx, self._vals = state
+    def __setstate__(self, state: tuple[int, tuple[str, ...], list[Any]]) -> None:
+        self.max_event_ms, self._slots, self._data = state
+
+    def _slot_tiles(self, pos: int, counts: bool) -> tuple[Sequence[int], Sequence[Any]]:
+        if counts:
+            flat = self._data[pos]
+            return flat[0::2], flat[1::2]
+        return self._data[pos], self._data[pos + 1]
 
     @property
     def tiles(self) -> dict[str, dict[int, Partial]]:
         """The tiles as ``{slot: {tile index: partial}}`` (a copy, for reads and tests)."""
-        return {
-            slot: dict(zip(idx, vals, strict=True))
-            for slot, idx, vals in zip(self._slots, self._idx, self._vals, strict=True)
-        }
+        out: dict[str, dict[int, Partial]] = {}
+        pos = 0
+        for slot in self._slots:
+            counts = isinstance(self._data[pos], array) and (
+                pos + 1 >= len(self._data) or isinstance(self._data[pos + 1], array)
+            )
+            idx, vals = self._slot_tiles(pos, counts)
+            out[slot] = dict(zip(idx, vals, strict=True))
+            pos += 1 if counts else 2
+        return out
 
-    def _layout(self, view: ViewSpec) -> None:
+    def _relayout(self, view: ViewSpec) -> None:
         """Arrange the containers for ``view``'s slots, keeping tiles of slots it still has."""
-        old = dict(zip(self._slots, zip(self._idx, self._vals, strict=True), strict=True))
+        old = self.tiles if self._slots else {}
+        data: list[Any] = []
+        for slot in _layout_of(view):
+            kept = sorted(old.get(slot.name, {}).items())
+            if slot.counts:
+                flat = array("q")
+                for index, count in kept:
+                    flat += array("q", (index, count))
+                data.append(flat)
+            else:
+                data.append(array("q", (i for i, _ in kept)))
+                data.append([p for _, p in kept])
         self._slots = view.slot_names
-        self._idx, self._vals = [], []
-        for slot, agg in view.slot_items:
-            idx, vals = old.get(slot, (array("q"), array("q") if agg.function == "count" else []))
-            self._idx.append(idx)
-            self._vals.append(vals)
+        self._data = data
 
     def apply(self, view: ViewSpec, key: str, event: Mapping[str, Any]) -> TileUpdate:
         """Add one event to its tiles and return the online update.
@@ -173,44 +269,50 @@ class EntityTiles:
             key: The Redis key of this entity (see :func:`tile_key`).
             event: The decoded event; ``view.timestamp_field`` is in milliseconds.
         """
+        return self.apply_all(view, key, (event,))
+
+    def apply_all(
+        self, view: ViewSpec, key: str, events: Iterable[Mapping[str, Any]]
+    ) -> TileUpdate:
+        """Add events (in arrival order) to their tiles; one update for them all.
+
+        The update holds the final value of every tile changed and every tile evicted
+        (a tile changed and then evicted is only deleted).
+        """
         if self._slots is not view.slot_names:
-            self._layout(view)
-        event_ms = int(event[view.timestamp_field])
+            self._relayout(view)
+        layout = _layout_of(view)
+        data = self._data
+        time_field = view.timestamp_field
         sets: dict[str, tuple[Callable[[Any], bytes], Any]] = {}
-        for pos, (slot, agg) in enumerate(view.slot_items):
-            value = event.get(agg.column)
-            if value is None and agg.function != "count":
-                continue
-            if agg.function == "last":
-                value = (event_ms, value)
-            aggregator = agg.aggregator
-            index = event_ms // agg.tile_ms
-            idx = self._idx[pos]
-            vals = self._vals[pos]
-            n = len(idx)
-            if n and idx[-1] == index:
-                i = n - 1
-            elif not n or idx[-1] < index:
-                idx.append(index)
-                vals.append(aggregator.initialize())
-                i = n
-            else:
-                i = bisect_left(idx, index)
-                if i == n or idx[i] != index:
-                    idx.insert(i, index)
-                    vals.insert(i, aggregator.initialize())
-            partial = aggregator.add(vals[i], value)
-            vals[i] = partial
-            sets[tile_field(slot, index)] = (aggregator.encode, partial)
-        deletes: tuple[str, ...] = ()
-        if event_ms > self.max_event_ms:
-            self.max_event_ms = event_ms
-            sets[LAST_EVENT_FIELD] = (_encode_int, event_ms)
-            deletes = self._evict(view)
+        deletes: list[str] = []
+        for event in events:
+            event_ms = int(event[time_field])
+            for slot in layout:
+                column, timed = slot.wants
+                value = event.get(column)
+                index = event_ms // slot.tile_ms
+                if slot.counts:
+                    partial = _count_one(data[slot.pos], index)
+                else:
+                    if value is None:
+                        continue
+                    if timed:
+                        value = (event_ms, value)
+                    partial = _add_to_tile(
+                        data[slot.pos], data[slot.pos + 1], index, slot.aggregator, value
+                    )
+                sets[f"{slot.name}:{index}"] = (slot.aggregator.encode, partial)
+            if event_ms > self.max_event_ms:
+                self.max_event_ms = event_ms
+                sets[LAST_EVENT_FIELD] = (_encode_int, event_ms)
+                for name in self._evict(layout):
+                    sets.pop(name, None)
+                    deletes.append(name)
         # Keys expire a retention after the write, plus the clock skew an event time may
         # have (it can be up to MAX_FUTURE_MS ahead of the wall clock).
         return TileUpdate(
-            key=key, values=sets, deletes=deletes, ttl_ms=view.retention_ms + _SKEW_MS
+            key=key, values=sets, deletes=tuple(deletes), ttl_ms=view.retention_ms + _SKEW_MS
         )
 
     def restore_update(
@@ -218,43 +320,50 @@ class EntityTiles:
     ) -> TileUpdate | None:
         """The update that writes this whole state online as of ``now_ms``.
 
-        Only tiles still within ``view.retention_ms`` of ``now_ms`` are written (and with
-        ``within = (start, end)``, only tiles lying wholly in ``[start, end)``: a tile a
-        range covers partly would replace a complete one); the key expires when the
-        newest event leaves the retention. None when nothing of this entity is readable
-        any more (used by backfill and to restore an emptied store).
+        Only tiles still within their slot's retention of ``now_ms`` are written (and
+        with ``within = (start, end)``, only tiles lying wholly in ``[start, end)``: a
+        tile a range covers partly would replace a complete one); the key expires when
+        the newest event leaves the view's retention. None when nothing of this entity
+        is readable any more (used by backfill and to restore an emptied store).
         """
-        horizon_ms = now_ms - view.retention_ms
-        if self.max_event_ms < horizon_ms:
+        if self.max_event_ms < now_ms - view.retention_ms:
             return None
         if self._slots is not view.slot_names:
-            self._layout(view)
+            self._relayout(view)
         sets: dict[str, tuple[Callable[[Any], bytes], Any]] = {}
-        for slot, idx, vals, (_, agg) in zip(
-            self._slots, self._idx, self._vals, view.slot_items, strict=True
-        ):
-            first = horizon_ms // agg.tile_ms
-            encode = agg.aggregator.encode
-            g = agg.tile_ms
+        for slot in _layout_of(view):
+            first = (now_ms - slot.retention_ms) // slot.tile_ms
+            encode = slot.aggregator.encode
+            g = slot.tile_ms
+            idx, vals = self._slot_tiles(slot.pos, slot.counts)
             for index, partial in zip(idx, vals, strict=True):
                 if index < first or (
                     within is not None and (index * g < within[0] or (index + 1) * g > within[1])
                 ):
                     continue
-                sets[tile_field(slot, index)] = (encode, partial)
+                sets[tile_field(slot.name, index)] = (encode, partial)
         sets[LAST_EVENT_FIELD] = (_encode_int, self.max_event_ms)
         ttl_ms = self.max_event_ms + view.retention_ms + _SKEW_MS - now_ms
         return TileUpdate(key=key, values=sets, deletes=(), ttl_ms=max(1, ttl_ms))
 
-    def _evict(self, view: ViewSpec) -> tuple[str, ...]:
-        horizon_ms = self.max_event_ms - view.retention_ms
+    def _evict(self, layout: tuple[_Slot, ...]) -> list[str]:
         dropped: list[str] = []
-        for pos, (slot, agg) in enumerate(view.slot_items):
-            idx = self._idx[pos]
-            if not idx or idx[0] >= horizon_ms // agg.tile_ms:
-                continue
-            k = bisect_left(idx, horizon_ms // agg.tile_ms)
-            dropped += [tile_field(slot, i) for i in idx[:k]]
-            del idx[:k]
-            del self._vals[pos][:k]
-        return tuple(dropped)
+        data = self._data
+        for slot in layout:
+            first = (self.max_event_ms - slot.retention_ms) // slot.tile_ms
+            if slot.counts:
+                flat = data[slot.pos]
+                if not flat or flat[0] >= first:
+                    continue
+                k = bisect_left(flat[0::2], first)
+                dropped += [f"{slot.name}:{i}" for i in flat[0 : 2 * k : 2]]
+                del flat[: 2 * k]
+            else:
+                idx = data[slot.pos]
+                if not idx or idx[0] >= first:
+                    continue
+                k = bisect_left(idx, first)
+                dropped += [f"{slot.name}:{i}" for i in idx[:k]]
+                del idx[:k]
+                del data[slot.pos + 1][:k]
+        return dropped

@@ -1,10 +1,16 @@
 """The Bytewax dataflow compiled from stream feature view specs.
 
-    source (decode + gate) ─┬─ errors ─▶ dead-letter sink
-                            ├─ late ───▶ late-events sink
-                            └─ route (view, entity) ─▶ tiles (stateful, per key)
-                                                        ├─▶ online sink (tiles + progress)
-                                                        └─▶ offline log (applied events)
+    source (batches per partition: decode + gate)
+        ├─ errors ─▶ dead-letter sink
+        ├─ late ───▶ late-events sink
+        └─ route (view, entity shard) ─▶ tiles (stateful, per shard)
+                                          ├─▶ online sink (tiles + progress)
+                                          └─▶ offline log (applied events)
+
+Items are batches, not single events: the source emits what one consume call
+read from one partition, routing groups a batch by state shard, and a shard
+applies its group entity by entity with one online update per entity. The
+per-item cost of the runtime is paid per group.
 
 Building the flow does no I/O: sources and sinks are passed in, so the same
 flow runs against Kafka and Redis in production and against Bytewax's
@@ -13,13 +19,16 @@ flow runs against Kafka and Redis in production and against Bytewax's
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import pickle
+import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
+from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
 from featurestream.errors import EventError
@@ -27,7 +36,20 @@ from featurestream.errors import EventError
 from ..core import EntityTiles, TileUpdate, ViewSpec, entity_id, tile_key
 from .metrics import FlowMetrics
 
-__all__ = ["Envelope", "LogRow", "Rejected", "Routed", "SinkItem", "build_flow"]
+__all__ = [
+    "SHARDS",
+    "STATE_LAYOUT",
+    "Envelope",
+    "LogRow",
+    "Rejected",
+    "Routed",
+    "SinkItem",
+    "build_flow",
+    "shard_of",
+]
+
+# Version of the snapshot layout (source state and tile state); part of step ids.
+STATE_LAYOUT = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,16 +92,35 @@ class Rejected:
         ]
 
 
+# Entities are spread over this many state keys (``{state_id}|{shard}``): a
+# snapshot holds only the shards changed in its epoch, and the per-key overhead
+# of the runtime is paid per shard, not per entity. Part of the state layout.
+SHARDS = 1 << 16
+
+
+def shard_of(entity: str, first_key: Any) -> int:
+    """The state shard of an entity (the same in every process and run)."""
+    if type(first_key) is int:
+        return first_key % SHARDS
+    return zlib.crc32(entity.encode()) % SHARDS
+
+
 @dataclass(frozen=True, slots=True)
 class Routed:
-    """One message on its way to one view's state (view -1: progress only)."""
+    """The messages of one source batch bound for one shard of one view's state.
+
+    ``view`` is -1 for a progress-only group (messages no view applies). Every group
+    of a batch carries the batch's offset range and group count, so the online sink
+    claims a batch's progress only once all its groups are written.
+    """
 
     view: int
-    record: dict[str, Any]
+    entries: list[tuple[str, dict[str, Any]]]
     topic: str
     partition: int
-    offset: int
-    entity: str = ""
+    batch_start: int
+    batch_end: int
+    batch_groups: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,81 +136,136 @@ class LogRow:
 
 @dataclass(frozen=True, slots=True)
 class SinkItem:
-    """A tile update (or none) and the source position it covers."""
+    """The tile updates of one group (or none) and the source batch it belongs to;
+    ``log`` holds the decoded records the group applied (rows of ``view``'s log)."""
 
-    update: TileUpdate | None
+    updates: list[TileUpdate]
     topic: str
     partition: int
-    offset: int
-    log: LogRow | None = None
+    batch_start: int
+    batch_end: int
+    batch_groups: int
+    view: str = ""
+    log: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _router(views: Sequence[ViewSpec], metrics: FlowMetrics) -> Any:
-    by_topic: dict[str, list[int]] = {}
+    by_topic: dict[str, list[tuple[int, ViewSpec]]] = {}
     for index, view in enumerate(views):
-        by_topic.setdefault(view.topic, []).append(index)
+        by_topic.setdefault(view.topic, []).append((index, view))
 
-    def route(env: Envelope) -> Iterable[tuple[str, Routed]]:
-        record = env.record
-        indexes = by_topic.get(env.topic, ())
-        if record is None or env.status != "ok":
-            for index in indexes:
-                metrics.count(views[index].name, env.status)
-            # Still through the state step (as a no-op), so the progress written
-            # online covers every consumed message.
-            return [
-                (
-                    f"_p|{env.topic}|{env.partition}",
-                    Routed(-1, {}, env.topic, env.partition, env.offset),
-                )
-            ]
-        out = []
-        for index in indexes:
-            view = views[index]
-            if record[view.timestamp_field] < env.watermark_ms - view.allowed_lateness_ms:
-                metrics.count(view.name, "late")  # late for this view's (smaller) lateness
+    def route(batch: Sequence[Envelope]) -> list[tuple[str, Routed]]:
+        if not batch:
+            return []
+        first = batch[0]
+        topic, partition = first.topic, first.partition
+        targets = by_topic.get(topic, [])
+        groups: dict[str, tuple[int, list[tuple[str, dict[str, Any]]]]] = {}
+        skipped = False
+        tally: dict[tuple[str, str], int] = {}
+        for env in batch:
+            record = env.record
+            if record is None or env.status != "ok":
+                for _, view in targets:
+                    tally[view.name, env.status] = tally.get((view.name, env.status), 0) + 1
+                skipped = True
                 continue
-            metrics.count(view.name, "applied")
-            # compile_view checked that join keys are fields of the topic's schema.
-            entity = entity_id([record[k] for k in view.join_keys])
-            out.append(
-                (
-                    f"{view.state_id}|{entity}",
-                    Routed(index, record, env.topic, env.partition, env.offset, entity),
-                )
-            )
-        if not out:
-            out.append(
-                (
-                    f"_p|{env.topic}|{env.partition}",
-                    Routed(-1, {}, env.topic, env.partition, env.offset),
-                )
-            )
+            routed = False
+            for index, view in targets:
+                if record[view.timestamp_field] < env.watermark_ms - view.allowed_lateness_ms:
+                    # late for this view's (smaller) lateness
+                    tally[view.name, "late"] = tally.get((view.name, "late"), 0) + 1
+                    continue
+                tally[view.name, "applied"] = tally.get((view.name, "applied"), 0) + 1
+                # compile_view checked that join keys are fields of the topic's schema.
+                keys = view.join_keys
+                if len(keys) == 1:
+                    value = record[keys[0]]
+                    entity = str(value)
+                else:
+                    value = record[keys[0]]
+                    entity = entity_id([record[k] for k in keys])
+                state_key = f"{view.state_id}|{shard_of(entity, value)}"
+                group = groups.get(state_key)
+                if group is None:
+                    groups[state_key] = (index, [(entity, record)])
+                else:
+                    group[1].append((entity, record))
+                routed = True
+            skipped = skipped or not routed
+        for (name, status), k in tally.items():
+            metrics.count(name, status, k)
+        n = len(groups) + (1 if skipped else 0)
+        start, end = first.offset, batch[-1].offset
+        out = [
+            (key, Routed(index, entries, topic, partition, start, end, n))
+            for key, (index, entries) in groups.items()
+        ]
+        if skipped:
+            # Through the state step as a no-op, so the progress written online covers
+            # every consumed message.
+            out.append((f"_p|{topic}|{partition}", Routed(-1, [], topic, partition, start, end, n)))
         return out
 
     return route
 
 
-def _tiles_mapper(views: Sequence[ViewSpec]) -> Any:
-    columns = [tuple(dict.fromkeys(a.column for a in v.aggregations)) for v in views]
+def _tiles_applier(
+    views: Sequence[ViewSpec],
+) -> Callable[[dict[str, EntityTiles], Routed], SinkItem]:
+    keys = [tile_key(view.project, view.name, "") for view in views]
 
-    def apply(state: EntityTiles | None, item: Routed) -> tuple[EntityTiles | None, SinkItem]:
+    def apply(shard: dict[str, EntityTiles], item: Routed) -> SinkItem:
         if item.view < 0:
-            return None, SinkItem(None, item.topic, item.partition, item.offset)
-        tiles = state if state is not None else EntityTiles()
+            return SinkItem(
+                [], item.topic, item.partition, item.batch_start, item.batch_end, item.batch_groups
+            )
         view = views[item.view]
-        record = item.record
-        update = tiles.apply(view, tile_key(view.project, view.name, item.entity), record)
-        row = LogRow(
+        by_entity: dict[str, list[dict[str, Any]]] = {}
+        for entity, record in item.entries:
+            events = by_entity.get(entity)
+            if events is None:
+                by_entity[entity] = [record]
+            else:
+                events.append(record)
+        updates = []
+        prefix = keys[item.view]
+        for entity, events in by_entity.items():
+            tiles = shard.get(entity)
+            if tiles is None:
+                tiles = shard[entity] = EntityTiles()
+            updates.append(tiles.apply_all(view, prefix + entity, events))
+        return SinkItem(
+            updates,
+            item.topic,
+            item.partition,
+            item.batch_start,
+            item.batch_end,
+            item.batch_groups,
             view.name,
-            {k: record[k] for k in view.join_keys},
-            record[view.timestamp_field],
-            record["event_id"],
-            {c: record.get(c) for c in columns[item.view]},
+            [record for _, record in item.entries],  # the offline log's rows
         )
-        return tiles, SinkItem(update, item.topic, item.partition, item.offset, row)
 
     return apply
+
+
+class _ShardLogic(StatefulBatchLogic[Routed, SinkItem, bytes]):
+    """One state shard: its entities' tiles. Snapshots are the pickled shard (taken
+    as the epoch closes, so no defensive copy of the live state is needed)."""
+
+    def __init__(
+        self, apply: Callable[[dict[str, EntityTiles], Routed], SinkItem], resume: bytes | None
+    ) -> None:
+        self._apply = apply
+        self._shard: dict[str, EntityTiles] = {} if resume is None else pickle.loads(resume)  # noqa: S301 - our own snapshot
+
+    def on_batch(self, values: list[Routed]) -> tuple[list[SinkItem], bool]:
+        apply, shard = self._apply, self._shard
+        # A progress-only key keeps no state.
+        return [apply(shard, v) for v in values], not shard
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps(self._shard, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _rejected(env: Envelope) -> Rejected | None:
@@ -215,11 +311,11 @@ def _late_events(views: Sequence[ViewSpec]) -> Any:
 
 def build_flow(
     views: Sequence[ViewSpec],
-    source: Source[Envelope],
+    source: Source[list[Envelope]],
     online_sink: Sink[SinkItem],
     dead_letter_sink: Sink[Rejected],
     late_sink: Sink[Rejected],
-    offline_sink: Sink[tuple[str, LogRow]] | None = None,
+    offline_sink: Sink[tuple[str, list[dict[str, Any]]]] | None = None,
     *,
     metrics: FlowMetrics | None = None,
     flow_id: str = "featurestream",
@@ -228,29 +324,38 @@ def build_flow(
 
     Args:
         views: The stream feature views to run (see ``streams.definitions``).
-        source: Emits :class:`Envelope` (``streams.flow.source.KafkaEventSource``).
+        source: Emits batches of :class:`Envelope` of one partition each, in offset
+            order (``streams.flow.source.KafkaEventSource``).
         online_sink: Receives :class:`SinkItem` (tile updates with positions).
         dead_letter_sink: Receives :class:`Rejected` for every undecodable message.
         late_sink: Receives :class:`Rejected` for every late event.
-        offline_sink: Receives ``(view name, LogRow)`` for every applied event.
+        offline_sink: Receives ``(view name, [decoded record])``: every applied event.
         metrics: Counters (events per view and status).
         flow_id: Dataflow id.
     """
     views = tuple(views)
     metrics = metrics or FlowMetrics()
     flow = Dataflow(flow_id)
-    envelopes = op.input("kafka_in", flow, source)
-    op.output("dead_letters", op.filter_map("errors", envelopes, _rejected), dead_letter_sink)
-    op.output("late_events", op.filter_map("late", envelopes, _late_events(views)), late_sink)
-    routed = op.flat_map("route", envelopes, _router(views, metrics))
-    # The step id carries every view's definition hash: a changed definition
-    # starts from fresh state instead of resuming incompatible snapshots.
-    step = "tiles_" + "_".join(v.state_id for v in views)
-    items = op.map("unkey", op.stateful_map(step, routed, _tiles_mapper(views)), lambda kv: kv[1])
+    batches = op.input(f"kafka_in_v{STATE_LAYOUT}", flow, source)
+    op.output("dead_letters", op.flat_map("errors", batches, _each(_rejected)), dead_letter_sink)
+    op.output("late_events", op.flat_map("late", batches, _each(_late_events(views))), late_sink)
+    routed = op.flat_map("route", batches, _router(views, metrics))
+    # The step id carries every view's definition hash and the state layout: a
+    # changed definition starts from fresh state instead of resuming incompatible
+    # snapshots (and the input step id changes with the layout, so offsets restart too).
+    step = f"tiles_v{STATE_LAYOUT}_" + "_".join(v.state_id for v in views)
+    apply = _tiles_applier(views)
+    shards = op.stateful_batch(step, routed, lambda resume: _ShardLogic(apply, resume))
+    items = op.map("unkey", shards, lambda kv: kv[1])
     op.output("online", items, online_sink)
     if offline_sink is not None:
-        rows = op.filter_map(
-            "log_rows", items, lambda i: None if i.log is None else (i.log.view, i.log)
-        )
+        rows = op.filter_map("log_rows", items, lambda i: (i.view, i.log) if i.log else None)
         op.output("offline", rows, offline_sink)
     return flow
+
+
+def _each(fn: Callable[[Envelope], Rejected | None]) -> Callable[[list[Envelope]], list[Rejected]]:
+    def over(batch: list[Envelope]) -> list[Rejected]:
+        return [r for env in batch if (r := fn(env)) is not None]
+
+    return over

@@ -35,9 +35,9 @@ class FlowMetrics:
         self.dedupe_ids: dict[tuple[str, int], int] = {}
         self.dead_lettered: defaultdict[str, int] = defaultdict(int)
 
-    def count(self, view: str, status: str) -> None:
-        """One event of ``view`` with ``status``."""
-        self.events[(view, status)] += 1
+    def count(self, view: str, status: str, n: int = 1) -> None:
+        """``n`` events of ``view`` with ``status``."""
+        self.events[(view, status)] += n
 
     def observe_write(self, fields: int, seconds: float) -> None:
         """One online write batch."""

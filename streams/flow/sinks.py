@@ -35,14 +35,11 @@ class _TilePartition(StatelessSinkPartition[SinkItem]):
         self._retry_for_s = retry_for_s
         self._metrics = metrics
         self._marker = marker
+        self._batches = _BatchProgress()
 
     def write_batch(self, items: list[SinkItem]) -> None:
-        updates = [i.update for i in items if i.update is not None]
-        progress: dict[ProgressKey, int] = {}
-        for item in items:
-            key = ProgressKey(item.topic, item.partition)
-            if item.offset + 1 > progress.get(key, -1):
-                progress[key] = item.offset + 1
+        updates = [u for i in items for u in i.updates]
+        progress = self._batches.written(items)
         deadline = time.monotonic() + self._retry_for_s
         backoff_s = 0.05
         while True:
@@ -67,6 +64,49 @@ class _TilePartition(StatelessSinkPartition[SinkItem]):
                 log.warning("online write failed, retrying in %.2fs: %s", backoff_s, exc)
                 time.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, 2.0)
+
+
+class _BatchProgress:
+    """Which source offsets are wholly written: a batch counts once all its groups are.
+
+    Per partition, completed batches advance the progress only when they follow on
+    from it (batches complete in order; this does not rely on it).
+    """
+
+    def __init__(self) -> None:
+        self._remaining: dict[tuple[str, int, int], int] = {}
+        self._done: dict[tuple[str, int], dict[int, int]] = {}
+        self._next: dict[tuple[str, int], int] = {}
+
+    def written(self, items: list[SinkItem]) -> dict[ProgressKey, int]:
+        """Record ``items`` as written; the new progress (next offset) per partition."""
+        changed: set[tuple[str, int]] = set()
+        for item in items:
+            batch = (item.topic, item.partition, item.batch_start)
+            left = self._remaining.get(batch, item.batch_groups) - 1
+            if left > 0:
+                self._remaining[batch] = left
+                continue
+            self._remaining.pop(batch, None)
+            part = (item.topic, item.partition)
+            self._done.setdefault(part, {})[item.batch_start] = item.batch_end + 1
+            changed.add(part)
+        out: dict[ProgressKey, int] = {}
+        for part in changed:
+            done = self._done[part]
+            nxt = self._next.get(part)
+            if nxt is None:
+                # The first batches seen since the start: nothing before them is pending.
+                pending = [start for (t, p, start) in self._remaining if (t, p) == part]
+                nxt = min(*done, *pending) if pending else min(done)
+            advanced = nxt
+            while advanced in done:
+                advanced = done.pop(advanced)
+            if advanced != nxt or part not in self._next:
+                self._next[part] = advanced
+                if advanced != nxt:
+                    out[ProgressKey(*part)] = advanced
+        return out
 
 
 class OnlineTileSink(DynamicSink[SinkItem]):

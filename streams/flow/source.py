@@ -112,7 +112,7 @@ def _produced_ms(msg: Any) -> int | None:
     return None if kind == TIMESTAMP_NOT_AVAILABLE or value < 0 else int(value)
 
 
-class _Partition(StatefulSourcePartition[Envelope, PartitionResume]):
+class _Partition(StatefulSourcePartition[list[Envelope], PartitionResume]):
     def __init__(
         self,
         consumer: Consumer,
@@ -141,7 +141,7 @@ class _Partition(StatefulSourcePartition[Envelope, PartitionResume]):
         self._eof_at: float | None = None
         consumer.assign([TopicPartition(topic, partition, self._offset)])
 
-    def next_batch(self) -> list[Envelope]:
+    def next_batch(self) -> list[list[Envelope]]:
         try:
             messages = self._consumer.consume(self._batch_size, 0.05)
         except KafkaException as exc:
@@ -188,7 +188,7 @@ class _Partition(StatefulSourcePartition[Envelope, PartitionResume]):
             and time.monotonic() - self._eof_at > _END_QUIET_S
         ):
             raise StopIteration
-        return out
+        return [out] if out else []
 
     def snapshot(self) -> PartitionResume:
         return PartitionResume(self._offset, self._gate.snapshot())
@@ -197,8 +197,9 @@ class _Partition(StatefulSourcePartition[Envelope, PartitionResume]):
         self._consumer.close()
 
 
-class KafkaEventSource(FixedPartitionedSource[Envelope, PartitionResume]):
-    """Every partition of ``topics`` as a source partition emitting :class:`Envelope`.
+class KafkaEventSource(FixedPartitionedSource[list[Envelope], PartitionResume]):
+    """Every partition of ``topics`` as a source partition emitting batches of
+    :class:`Envelope` (what one consume call read, in offset order).
 
     Args:
         bootstrap_servers: Kafka bootstrap servers.

@@ -17,7 +17,7 @@ import os
 import re
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -79,26 +79,34 @@ def _date(event_time_ms: int) -> str:
     return _day(event_time_ms // 86_400_000)
 
 
-def _tables(schema: pa.Schema, rows: Sequence[LogRow]) -> list[tuple[str, pa.Table]]:
-    """``rows`` as one table per UTC date of their event time, in ``schema``."""
-    by_date: dict[str, list[LogRow]] = defaultdict(list)
-    for row in rows:
-        by_date[_date(row.event_time_ms)].append(row)
+def _tables(
+    schema: pa.Schema, records: Sequence[Mapping[str, Any]], time_field: str
+) -> list[tuple[str, pa.Table]]:
+    """Applied events (decoded records) as one table per UTC date of their event time."""
+    by_date: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for record in records:
+        by_date[_date(record[time_field])].append(record)
     out = []
     for date in sorted(by_date):
-        columns: dict[str, list[Any]] = {name: [] for name in schema.names}
-        for row in by_date[date]:
-            for name in schema.names:
-                if name == "event_time":
-                    columns[name].append(row.event_time_ms)
-                elif name == "event_id":
-                    columns[name].append(row.event_id)
-                elif name in row.entity:
-                    columns[name].append(row.entity[name])
-                else:
-                    columns[name].append(row.values.get(name))
+        day = by_date[date]
+        columns = {
+            name: [r[time_field] for r in day]
+            if name == "event_time"
+            else [r.get(name) for r in day]
+            for name in schema.names
+        }
         out.append((date, pa.Table.from_pydict(columns, schema=schema)))
     return out
+
+
+def log_record(view: ViewSpec, row: LogRow) -> dict[str, Any]:
+    """A log row as the record the stream logs."""
+    return {
+        **row.values,
+        **row.entity,
+        "event_id": row.event_id,
+        view.timestamp_field: row.event_time_ms,
+    }
 
 
 def _write_atomically(table: pa.Table, final: Path) -> None:
@@ -121,14 +129,15 @@ def write_backfill(root: Path, view: ViewSpec, rows: Sequence[LogRow], run_id: s
         for path in folder.glob(f"date=*/backfill-{run_id}-*.parquet"):
             path.unlink()
     written = []
-    for n, (date, table) in enumerate(_tables(log_schema(view), rows)):
+    records = [log_record(view, row) for row in rows]
+    for n, (date, table) in enumerate(_tables(log_schema(view), records, view.timestamp_field)):
         path = folder / f"date={date}" / f"backfill-{run_id}-{n:05d}.parquet"
         _write_atomically(table, path)
         written.append(path)
     return written
 
 
-class _ViewLog(StatefulSinkPartition[LogRow, int]):
+class _ViewLog(StatefulSinkPartition[list[dict[str, Any]], int]):
     def __init__(self, root: Path, view: ViewSpec, next_seq: int | None, suffix: str) -> None:
         self._dir = root / view.name
         self._suffix = suffix
@@ -136,7 +145,7 @@ class _ViewLog(StatefulSinkPartition[LogRow, int]):
         self._view = view
         self._schema = log_schema(view)
         self._names = self._schema.names
-        self._rows: list[LogRow] = []
+        self._rows: list[dict[str, Any]] = []
         self._last_flush = time.monotonic()
         if next_seq is None:
             # No snapshot: keep the history already logged and number new files after
@@ -171,8 +180,9 @@ class _ViewLog(StatefulSinkPartition[LogRow, int]):
             if match and int(match.group(1)) >= seq:
                 path.unlink()
 
-    def write_batch(self, values: list[LogRow]) -> None:
-        self._rows.extend(values)
+    def write_batch(self, values: list[list[dict[str, Any]]]) -> None:
+        for rows in values:
+            self._rows.extend(rows)
         if len(self._rows) >= _FLUSH_ROWS or time.monotonic() - self._last_flush > _FLUSH_S:
             self._flush()
 
@@ -181,7 +191,7 @@ class _ViewLog(StatefulSinkPartition[LogRow, int]):
         if not self._rows:
             return
         rows, self._rows = self._rows, []
-        for date, table in _tables(self._schema, rows):
+        for date, table in _tables(self._schema, rows, self._view.timestamp_field):
             name = f"part-{self._seq:09d}{self._suffix}.parquet"
             _write_atomically(table, self._dir / f"date={date}" / name)
             self._seq += 1
@@ -194,11 +204,12 @@ class _ViewLog(StatefulSinkPartition[LogRow, int]):
         self._flush()
 
 
-class OfflineLogSink(FixedPartitionedSink[LogRow, int]):
+class OfflineLogSink(FixedPartitionedSink[list[dict[str, Any]], int]):
     """Bytewax sink writing the offline log, one partition per view.
 
-    Items are ``(view name, LogRow)`` pairs. ``suffix`` tells the files of one engine
-    process apart when several share the log (see ``RunConfig.processes``).
+    Items are ``(view name, [decoded record of each applied event])`` pairs.
+    ``suffix`` tells the files of one engine process apart when several share the
+    log (see ``RunConfig.processes``).
     """
 
     def __init__(self, root: Path, views: Sequence[ViewSpec], suffix: str = "") -> None:

@@ -18,8 +18,10 @@ from featurestream.events import AvroCodec, load_contracts
 from streams.core import AggregationSpec, ViewSpec, read_view, tile_key
 from streams.core.asof import TiledHistory, value_as_of
 from streams.core.gate import PartitionGate
-from streams.flow import LogRow, Rejected, SinkItem, build_flow
+from streams.flow import Rejected, SinkItem, build_flow
+from streams.flow.sinks import _BatchProgress
 from streams.flow.source import classify
+from streams.online.tile_store import ProgressKey
 from tests.oracle import classify_partition, view_values
 
 LATENESS = 30_000
@@ -71,30 +73,42 @@ def _envelopes(partitions: dict[int, list[bytes]], order: list[int]) -> list[Any
     return out
 
 
+def _batches(envelopes: list[Any]) -> list[list[Any]]:
+    """Runs of consecutive envelopes of one partition, as the source emits them."""
+    out: list[list[Any]] = []
+    for env in envelopes:
+        if out and out[-1][-1].partition == env.partition and len(out[-1]) < 7:
+            out[-1].append(env)
+        else:
+            out.append([env])
+    return out
+
+
 def _run(
     envelopes: list[Any],
-) -> tuple[list[SinkItem], list[Rejected], list[Rejected], list[tuple[str, LogRow]]]:
+) -> tuple[list[SinkItem], list[Rejected], list[Rejected], list[tuple[str, dict[str, Any]]]]:
     online: list[SinkItem] = []
     dead: list[Rejected] = []
     late: list[Rejected] = []
-    log: list[tuple[str, LogRow]] = []
+    logged: list[tuple[str, list[dict[str, Any]]]] = []
     run_main(
         build_flow(
             [VIEW],
-            TestingSource(envelopes),
+            TestingSource(_batches(envelopes)),
             TestingSink(online),
             TestingSink(dead),
             TestingSink(late),
-            TestingSink(log),
+            TestingSink(logged),
         )
     )
+    log = [(name, row) for name, rows in logged for row in rows]
     return online, dead, late, log
 
 
 def _redis(items: list[SinkItem]) -> dict[str, dict[bytes, bytes]]:
     """What Redis holds after the updates (HSET/HDEL semantics)."""
     hashes: dict[str, dict[bytes, bytes]] = {}
-    for u in (i.update for i in items if i.update is not None):
+    for u in (u for i in items for u in i.updates):
         h = hashes.setdefault(u.key, {})
         for f in u.deletes:
             h.pop(f.encode(), None)
@@ -167,28 +181,26 @@ def test_online_and_offline_values_equal_the_oracle(
     applied, late_events = _oracle_applied(records)
     assert dead == []
     assert sorted(r.value for r in late) == sorted(CODEC.encode("clicks", e) for e in late_events)
-    assert sorted(r.event_id for _, r in log) == sorted(e["event_id"] for e in applied)
+    assert sorted(r["event_id"] for _, r in log) == sorted(e["event_id"] for e in applied)
     hashes = _redis(online)
     newest = max(e["event_time"] for e in applied)
     by_user: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for e in applied:
         by_user[e["user_id"]].append(e)
-    log_by_user: dict[int, list[LogRow]] = defaultdict(list)
+    log_by_user: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for _, row in log:
-        log_by_user[row.entity["user_id"]].append(row)
+        log_by_user[row["user_id"]].append(row)
     for offset in read_offsets:
         read_time = newest + abs(offset)  # online: read at or after the newest event
         past = newest + offset  # offline: any time, before or after
         for user, events in by_user.items():
             raw = hashes.get(tile_key("p", VIEW.name, str(user)), {})
             assert read_view(VIEW, raw, read_time) == view_values(events, VIEW, read_time)
-            rows = sorted(log_by_user[user], key=lambda r: r.event_time_ms)
-            times = [r.event_time_ms for r in rows]
+            rows = sorted(log_by_user[user], key=lambda r: r["event_time"])
+            times = [r["event_time"] for r in rows]
             expected = view_values(events, VIEW, past)
             for agg in VIEW.aggregations:
-                column = [
-                    r.event_id if agg.column == "event_id" else r.values[agg.column] for r in rows
-                ]
+                column = [r[agg.column] for r in rows]
                 assert value_as_of(agg, times, column, past) == expected[agg.name]
                 assert TiledHistory(agg, times, column).value(past) == expected[agg.name]
 
@@ -232,8 +244,30 @@ def test_late_duplicate_and_bad_messages_are_routed_and_still_advance_progress()
     online, dead, late, log = _run(_envelopes({0: messages}, []))
     assert [(d.offset, d.kind) for d in dead] == [(3, "not_avro"), (5, "truncated"), (6, "empty")]
     assert [(r.offset, r.kind, r.value) for r in late] == [(2, "late", messages[2])]
-    assert sorted(i.offset for i in online) == list(range(7))
-    assert [i.offset for i in online if i.update is not None] == [0, 4]
-    assert [r.event_id for _, r in log] == [on_time["event_id"], log[1][1].event_id]
+    # One batch (offsets 0-6): the shard group of user 1 (both applied events in one
+    # update) and a progress-only group for the rest; together they claim offset 7.
+    assert {(i.batch_start, i.batch_end, i.batch_groups) for i in online} == {(0, 6, 2)}
+    assert sorted(len(i.updates) for i in online) == [0, 1]
+    assert _BatchProgress().written(online) == {ProgressKey("clicks", 0): 7}
+    assert [r["event_id"] for _, r in log] == [on_time["event_id"], log[1][1]["event_id"]]
     headers = dict(late[0].headers())
     assert headers["source.offset"] == b"2" and headers["error.kind"] == b"late"
+
+
+def _item(start: int, end: int, groups: int, partition: int = 0) -> SinkItem:
+    return SinkItem([], "clicks", partition, start, end, groups)
+
+
+def test_progress_claims_a_batch_only_when_all_its_groups_are_written() -> None:
+    progress = _BatchProgress()
+    # First batch seen since the start (offsets 10-19, 3 groups): nothing is claimed
+    # until its third group is written.
+    assert progress.written([_item(10, 19, 3), _item(10, 19, 3)]) == {}
+    # The next batch completes first: it does not follow on from what is written.
+    assert progress.written([_item(20, 29, 1)]) == {}
+    assert progress.written([_item(10, 19, 3)]) == {ProgressKey("clicks", 0): 30}
+    # Partitions are independent.
+    assert progress.written([_item(5, 5, 1, partition=1), _item(30, 39, 2)]) == {
+        ProgressKey("clicks", 1): 6
+    }
+    assert progress.written([_item(30, 39, 2)]) == {ProgressKey("clicks", 0): 40}
