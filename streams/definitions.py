@@ -8,8 +8,11 @@ The Feast registry is the only definition of features: this module reads
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from featurestream.errors import ConfigError, DefinitionError
@@ -17,7 +20,7 @@ from featurestream.events import Contract, contract_for_topic, parse_contract
 
 from .core import AggregationSpec, ViewSpec, aggregator_for, default_tile_ms
 
-__all__ = ["compile_registry", "compile_view", "select_views"]
+__all__ = ["cached_views", "compile_registry", "compile_view", "select_views"]
 
 _MS = 1000
 
@@ -167,3 +170,92 @@ def select_views(specs: Iterable[ViewSpec], names: Sequence[str]) -> tuple[ViewS
             f"unknown stream feature view(s) {unknown}{hint}; known: {sorted(known)}"
         )
     return tuple(known[n] for n in names)
+
+
+def _spec_json(spec: ViewSpec) -> dict[str, Any]:
+    return {
+        "project": spec.project,
+        "name": spec.name,
+        "topic": spec.topic,
+        "join_keys": list(spec.join_keys),
+        "timestamp_field": spec.timestamp_field,
+        "allowed_lateness_ms": spec.allowed_lateness_ms,
+        "aggregations": [
+            [a.name, a.function, a.column, a.window_ms, a.tile_ms] for a in spec.aggregations
+        ],
+        "field_types": [list(t) for t in spec.field_types],
+    }
+
+
+def _spec_from_json(doc: dict[str, Any]) -> ViewSpec:
+    return ViewSpec(
+        project=doc["project"],
+        name=doc["name"],
+        topic=doc["topic"],
+        join_keys=tuple(doc["join_keys"]),
+        timestamp_field=doc["timestamp_field"],
+        allowed_lateness_ms=doc["allowed_lateness_ms"],
+        aggregations=tuple(AggregationSpec(*a) for a in doc["aggregations"]),
+        field_types=tuple((k, t) for k, t in doc["field_types"]),
+    )
+
+
+def _local_registry(repo_path: Path) -> tuple[bytes, Path] | None:
+    """The repo config's bytes and its local registry file, when both are plain files.
+
+    None when the registry is not a local file or the config uses substitutions
+    (then only Feast itself can read the definitions).
+    """
+    import yaml
+
+    config_file = repo_path / "feature_store.yaml"
+    try:
+        raw = config_file.read_bytes()
+        doc = yaml.safe_load(raw)
+    except (OSError, yaml.YAMLError):
+        return None
+    registry = doc.get("registry") if isinstance(doc, dict) else None
+    if isinstance(registry, dict):
+        if registry.get("registry_type", "file") != "file":
+            return None
+        registry = registry.get("path")
+    if not isinstance(registry, str) or "${" in registry or "://" in registry:
+        return None
+    path = Path(registry)
+    path = path if path.is_absolute() else repo_path / path
+    return (raw, path) if path.is_file() else None
+
+
+def cached_views(
+    repo_path: Path,
+    cache_dir: Path,
+    compile_all: Callable[[], tuple[tuple[ViewSpec, ...], Path]],
+) -> tuple[tuple[ViewSpec, ...], Path]:
+    """The compiled views of the repository at ``repo_path`` and its offline log root,
+    from a cache when possible.
+
+    The cache entry is named by a hash of the repository config and the registry file,
+    so any ``feast apply`` (a changed registry) or config change compiles afresh with
+    ``compile_all`` (which imports Feast: seconds of start-up the cache saves engine
+    processes). Registries that are not local files are always compiled.
+    """
+    local = _local_registry(repo_path)
+    if local is None:
+        return compile_all()
+    config, registry = local
+    digest = hashlib.sha256(config + b"\0" + registry.read_bytes()).hexdigest()[:32]
+    entry = cache_dir / f"views-{digest}.json"
+    try:
+        doc = json.loads(entry.read_text())
+        return tuple(_spec_from_json(d) for d in doc["views"]), Path(doc["log_root"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # absent or unreadable: compile and rewrite it
+    specs, root = compile_all()
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = entry.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"views": [_spec_json(s) for s in specs], "log_root": str(root)}))
+        os.replace(tmp, entry)
+    except OSError:
+        pass  # a read-only state dir only costs the start-up time
+    return specs, root

@@ -381,6 +381,22 @@ def features(names: tuple[str, ...], as_json: bool) -> None:
         click.echo("  ".join(str(row[c]).ljust(widths[c]) for c in columns))
 
 
+def _engine_views(settings: Settings) -> tuple[tuple[Any, ...], Path]:
+    """Every compiled stream view and the offline log root. Engine processes start
+    without importing Feast while the registry is unchanged (a cache in the state dir)."""
+    from streams.definitions import cached_views
+
+    def compile_all() -> tuple[tuple[Any, ...], Path]:
+        from streams.definitions import compile_registry
+        from streams.offline.feast_store import log_root
+        from streams.repo import open_store
+
+        store = open_store(settings.repo_path, settings.online_redis_url)
+        return compile_registry(store), log_root(store.config)
+
+    return cached_views(settings.repo_path, settings.state_dir / "views", compile_all)
+
+
 @cli.command()
 @click.argument("views", nargs=-1)
 @click.option("--stop-at-end", is_flag=True, help="Stop when every partition is consumed.")
@@ -403,13 +419,11 @@ def run(
 ) -> None:
     """Run the dataflow of every stream feature view (or the VIEWS named)."""
     from featurestream.stack import check_broker, check_redis
-    from streams.definitions import compile_registry, select_views
+    from streams.definitions import select_views
     from streams.flow import FlowMetrics
     from streams.flow.restore import restore_online
     from streams.flow.runner import RunConfig, caused_by, engine_marker, run_engine
-    from streams.offline.feast_store import log_root
     from streams.online import TileStore, connect
-    from streams.repo import open_store
 
     from .engine import LOST_EXIT, check_shardable, recovery_dir, run_processes
     from .progress import serve_metrics, show_progress
@@ -419,8 +433,8 @@ def run(
         raise ConfigError(f"--process-index {process_index} must be < --process-count")
     check_broker(settings.bootstrap_servers, settings.connect_timeout_s)
     check_redis(settings.online_redis_url, settings.connect_timeout_s)
-    store = open_store(settings.repo_path, settings.online_redis_url)
-    specs = select_views(compile_registry(store), list(views))
+    compiled, offline_root = _engine_views(settings)
+    specs = select_views(compiled, list(views))
     if not specs:
         raise ConfigError(
             f"no aggregating stream feature views in {settings.repo_path}; run featurestream apply"
@@ -434,7 +448,7 @@ def run(
 
         def restore() -> None:
             if lost[0] and settings.restore_online:
-                restore_online(specs, log_root(store.config), tiles)
+                restore_online(specs, offline_root, tiles)
                 tiles.set_marker(marker)
             lost[0] = True  # a restart means a child found Redis emptied
 
@@ -454,7 +468,7 @@ def run(
         redis_url=settings.online_redis_url,
         dlq_topic=settings.dlq_topic,
         late_topic=settings.late_topic,
-        offline_log=log_root(store.config),
+        offline_log=offline_root,
         stop_at_end=stop_at_end,
         dedupe_horizon_ms=settings.dedupe_horizon_ms,
         # Several processes: the parent restores, with every child stopped.

@@ -27,6 +27,7 @@ from fastavro import schemaless_reader, schemaless_writer
 from featurestream.errors import ConfigError, DecodeError, InvalidEvent
 
 from .contracts import MAX_EVENT_BYTES, Contract, parse_contract, strip_logical_types
+from .fastread import compile_reader
 from .fastwrite import compile_writer
 
 __all__ = ["SINGLE_OBJECT_MAGIC", "AvroCodec", "SchemaLookup"]
@@ -270,14 +271,31 @@ def _fast_writer(contract: Contract) -> Callable[[Mapping[str, Any]], bytes] | N
         return writer
 
 
+_FastReader = Callable[[bytes, int], tuple[dict[str, Any], int]]
+# Keyed by id(parsed); the entry holds the parsed schema so the id stays its own.
+_FAST_READERS: dict[int, tuple[Any, _FastReader | None]] = {}
+
+
+def _fast_reader(parsed: Any) -> _FastReader | None:
+    entry = _FAST_READERS.get(id(parsed))
+    if entry is None or entry[0] is not parsed:
+        entry = _FAST_READERS[id(parsed)] = (parsed, compile_reader(parsed))
+    return entry[1]
+
+
 def _read_body(data: bytes, start: int, writer: Any, reader: Any) -> dict[str, Any]:
-    stream = io.BytesIO(data)
-    stream.seek(start)
+    # Same writer and reader schema (no evolution): the compiled reader, when the
+    # schema has one. It raises the exception types fastavro raises, mapped below.
+    fast = _fast_reader(writer) if writer is reader else None
+    record: object
     try:
-        if writer is reader:
-            record = schemaless_reader(stream, writer, None)
+        if fast is not None:
+            record, end = fast(data, start)
         else:
-            record = schemaless_reader(stream, writer, reader)
+            stream = io.BytesIO(data)
+            stream.seek(start)
+            record = schemaless_reader(stream, writer, None if writer is reader else reader)
+            end = stream.tell()
     except (EOFError, IndexError) as exc:
         # fastavro reports running out of bytes as EOFError or as an IndexError on the
         # byte buffer; an IndexError into a list is a bad union branch, not a short body.
@@ -288,10 +306,10 @@ def _read_body(data: bytes, start: int, writer: Any, reader: Any) -> dict[str, A
         raise DecodeError("truncated", f"body ends early: {exc!r}") from exc
     except _AVRO_READ_ERRORS as exc:
         raise DecodeError("schema_mismatch", f"body does not match the schema: {exc!r}") from exc
-    if stream.tell() != len(data):
+    if end != len(data):
         raise DecodeError(
             "schema_mismatch",
-            f"{len(data) - stream.tell()} bytes left after the record: written with another schema",
+            f"{len(data) - end} bytes left after the record: written with another schema",
         )
     if not isinstance(record, dict):
         raise DecodeError("schema_mismatch", "body is not a record")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from feast.types import Float64, Int64
 from featurestream.errors import ConfigError, DefinitionError
 from featurestream.events import contract_for_topic
 from streams.core import AggregationSpec, ViewSpec
-from streams.definitions import compile_view, select_views
+from streams.definitions import cached_views, compile_view, select_views
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Stream feature views are experimental:RuntimeWarning"
@@ -271,3 +272,65 @@ def test_select_views_unknown_name_lists_the_known_ones() -> None:
     message = str(info.value)
     assert "['nope']" in message
     assert "known: ['a', 'b', 'c']" in message
+
+
+# ------------------------------------------------------------------ the engine's view cache
+
+CACHED = ViewSpec(
+    project="p",
+    name="clicks_stats",
+    topic="clicks",
+    join_keys=("user_id",),
+    timestamp_field="event_time",
+    allowed_lateness_ms=5_000,
+    aggregations=(
+        AggregationSpec("n_5m", "count", "event_id", 300_000, 5_000),
+        AggregationSpec("items_1h", "count_distinct", "item_id", 3_600_000, 60_000),
+    ),
+    field_types=(("user_id", "long"), ("item_id", "long")),
+)
+
+
+def _repo(root: Path, registry: str = "data/registry.db") -> Path:
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    (root / "feature_store.yaml").write_text(f"project: p\nregistry: {registry}\n")
+    (root / "data" / "registry.db").write_bytes(b"registry v1")
+    return root
+
+
+def test_cached_views_compile_once_per_registry_content(tmp_path: Path) -> None:
+    repo = _repo(tmp_path / "repo")
+    calls: list[int] = []
+
+    def compile_all() -> tuple[tuple[ViewSpec, ...], Path]:
+        calls.append(1)
+        return (CACHED,), tmp_path / "log"
+
+    first = cached_views(repo, tmp_path / "cache", compile_all)
+    again = cached_views(repo, tmp_path / "cache", compile_all)
+    assert first == again == ((CACHED,), tmp_path / "log")
+    assert again[0][0].state_id == CACHED.state_id
+    assert len(calls) == 1
+    # feast apply rewrote the registry: compiled afresh.
+    (repo / "data" / "registry.db").write_bytes(b"registry v2")
+    cached_views(repo, tmp_path / "cache", compile_all)
+    assert len(calls) == 2
+    # An unreadable entry is recompiled, not an error.
+    for entry in (tmp_path / "cache").glob("views-*.json"):
+        entry.write_text("{not json")
+    assert cached_views(repo, tmp_path / "cache", compile_all) == first
+    assert len(calls) == 3
+
+
+def test_registries_that_are_not_local_files_are_always_compiled(tmp_path: Path) -> None:
+    calls: list[int] = []
+
+    def compile_all() -> tuple[tuple[ViewSpec, ...], Path]:
+        calls.append(1)
+        return (CACHED,), tmp_path / "log"
+
+    for registry in ("${REGISTRY_PATH}", "s3://bucket/registry.db", "data/missing.db"):
+        repo = _repo(tmp_path / registry.replace("/", "_").replace("$", "_"), registry)
+        cached_views(repo, tmp_path / "cache", compile_all)
+        cached_views(repo, tmp_path / "cache", compile_all)
+    assert len(calls) == 6
