@@ -33,7 +33,7 @@ from producers import EventProducer, TrafficConfig, TrafficGenerator
 from .machine import describe_machine
 from .workspace import bench_stack
 
-__all__ = ["bench_serving"]
+__all__ = ["bench_serving", "running_server"]
 
 _LUA = Path(__file__).with_name("wrk.lua")
 _USERS = 20_000
@@ -83,7 +83,7 @@ def _prepare(settings: Settings, events: int) -> list[int]:
 
 
 @contextmanager
-def _server(
+def running_server(
     name: str, command: Sequence[str], env: dict[str, str], port: int, log: Path
 ) -> Iterator[None]:
     with log.open("wb") as out:
@@ -196,7 +196,7 @@ def bench_serving(seconds: int, events: int, out_dir: Path, command: str) -> dic
         for name, build in servers.items():
             port = free_port()
             log = work / f"{name.split()[0]}.log"
-            with _server(name, build(port), env, port, log):
+            with running_server(name, build(port), env, port, log):
                 _drive(port, sample, connections=8, seconds=2)  # warm up
                 results[name] = {
                     "max": _drive(port, sample, connections=8, seconds=seconds),

@@ -855,6 +855,63 @@ def bench_backfill_cmd(events: int, out: Path) -> None:
     click.echo(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
 
 
+@bench.command("pipeline")
+@click.option("--events", default=2_000_000, show_default=True, type=click.IntRange(min=1000))
+@click.option("--users", default=100_000, show_default=True, type=click.IntRange(min=10))
+@click.option(
+    "--baseline-events",
+    default=300_000,
+    show_default=True,
+    type=click.IntRange(min=100),
+    help="Clicks the Feast-docs baseline runs over (at most --events).",
+)
+@click.option("--freshness-seconds", default=30.0, show_default=True, type=click.FloatRange(1))
+@click.option("--memory-users", default=1_000_000, show_default=True, type=click.IntRange(10))
+@click.option("--serving-seconds", default=15, show_default=True, type=click.IntRange(min=1))
+@click.option("--serving-events", default=100_000, show_default=True, type=click.IntRange(100))
+@click.option("--backfill-events", default=1_000_000, show_default=True, type=click.IntRange(1000))
+@click.option(
+    "--out", default=Path("bench/results"), show_default=True, type=click.Path(path_type=Path)
+)
+@_one_line_errors
+def bench_pipeline_cmd(
+    events: int,
+    users: int,
+    baseline_events: int,
+    freshness_seconds: float,
+    memory_users: int,
+    serving_seconds: int,
+    serving_events: int,
+    backfill_events: int,
+    out: Path,
+) -> None:
+    """Throughput against the ceiling and the Feast-docs baseline, freshness, serving,
+    memory and backfill in one run: pipeline.{json,md} and plots."""
+    from featurestream.bench.pipeline import bench_pipeline
+
+    command = (
+        f"featurestream bench pipeline --events {events} --users {users} "
+        f"--baseline-events {baseline_events} --freshness-seconds {freshness_seconds:g} "
+        f"--memory-users {memory_users} --serving-seconds {serving_seconds} "
+        f"--serving-events {serving_events} --backfill-events {backfill_events}"
+    )
+    result = bench_pipeline(
+        events,
+        users,
+        out,
+        command,
+        baseline_events=baseline_events,
+        freshness_seconds=freshness_seconds,
+        memory_users=memory_users,
+        serving_seconds=serving_seconds,
+        serving_events=serving_events,
+        backfill_events=backfill_events,
+        progress=lambda step: click.echo(step, err=True),
+    )
+    click.echo((out / "pipeline.md").read_text())
+    click.echo(json.dumps(result["ratios"]))
+
+
 @bench.command("serving")
 @click.option("--seconds", default=15, show_default=True, type=click.IntRange(min=1))
 @click.option("--events", default=100_000, show_default=True, type=click.IntRange(min=100))

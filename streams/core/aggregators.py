@@ -200,6 +200,8 @@ def _order(v: Any) -> tuple[str, Any]:
 
 
 def _distinct_add(p: tuple[Any, ...], v: Any) -> tuple[Any, ...]:
+    if v in p:  # equality, as the check below: a value seen again (the common case)
+        return p
     i = bisect_left(p, _order(v), key=_order)
     if i < len(p) and p[i] == v:
         return p

@@ -15,6 +15,7 @@ Online layout (one Redis hash per view and entity, read in one round trip):
 from __future__ import annotations
 
 import json
+import marshal
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -224,6 +225,30 @@ class EntityTiles:
     def __setstate__(self, state: tuple[int, tuple[str, ...], list[Any]]) -> None:
         self.max_event_ms, self._slots, self._data = state
 
+    def pack(self) -> bytes:
+        """This state as compact bytes (for states held between uses; see :meth:`unpack`)."""
+        data = tuple(x.tobytes() if isinstance(x, array) else tuple(x) for x in self._data)
+        return marshal.dumps((self.max_event_ms, data))
+
+    @classmethod
+    def unpack(cls, view: ViewSpec, packed: bytes) -> EntityTiles:
+        """The state :meth:`pack` packed, for ``view`` (the view it was built for: a
+        changed view has another ``state_id`` and so never sees it)."""
+        max_event_ms, data = marshal.loads(packed)  # noqa: S302 - our own bytes
+        tiles = cls()
+        tiles.max_event_ms = max_event_ms
+        tiles._slots = view.slot_names
+        out: list[Any] = []
+        for item in data:
+            if isinstance(item, bytes):
+                arr = array("q")
+                arr.frombytes(item)
+                out.append(arr)
+            else:
+                out.append(list(item))
+        tiles._data = out
+        return tiles
+
     def _slot_tiles(self, pos: int, counts: bool) -> tuple[Sequence[int], Sequence[Any]]:
         if counts:
             flat = self._data[pos]
@@ -284,31 +309,38 @@ class EntityTiles:
         layout = _layout_of(view)
         data = self._data
         time_field = view.timestamp_field
-        sets: dict[str, tuple[Callable[[Any], bytes], Any]] = {}
-        deletes: list[str] = []
+        # The last partial of every tile changed; names are formatted once per tile.
+        touched: dict[tuple[_Slot, int], Partial] = {}
+        evicted: list[tuple[_Slot, int]] = []
+        newest = self.max_event_ms
         for event in events:
             event_ms = int(event[time_field])
             for slot in layout:
-                column, timed = slot.wants
-                value = event.get(column)
                 index = event_ms // slot.tile_ms
                 if slot.counts:
-                    partial = _count_one(data[slot.pos], index)
-                else:
-                    if value is None:
-                        continue
-                    if timed:
-                        value = (event_ms, value)
-                    partial = _add_to_tile(
-                        data[slot.pos], data[slot.pos + 1], index, slot.aggregator, value
-                    )
-                sets[f"{slot.name}:{index}"] = (slot.aggregator.encode, partial)
+                    touched[slot, index] = _count_one(data[slot.pos], index)
+                    continue
+                column, timed = slot.wants
+                value = event.get(column)
+                if value is None:
+                    continue
+                if timed:
+                    value = (event_ms, value)
+                touched[slot, index] = _add_to_tile(
+                    data[slot.pos], data[slot.pos + 1], index, slot.aggregator, value
+                )
             if event_ms > self.max_event_ms:
                 self.max_event_ms = event_ms
-                sets[LAST_EVENT_FIELD] = (_encode_int, event_ms)
-                for name in self._evict(layout):
-                    sets.pop(name, None)
-                    deletes.append(name)
+                for tile in self._evict(layout):
+                    touched.pop(tile, None)
+                    evicted.append(tile)
+        sets: dict[str, tuple[Callable[[Any], bytes], Any]] = {
+            f"{slot.name}:{index}": (slot.aggregator.encode, partial)
+            for (slot, index), partial in touched.items()
+        }
+        if self.max_event_ms > newest:
+            sets[LAST_EVENT_FIELD] = (_encode_int, self.max_event_ms)
+        deletes = [f"{slot.name}:{index}" for slot, index in evicted]
         # Keys expire a retention after the write, plus the clock skew an event time may
         # have (it can be up to MAX_FUTURE_MS ahead of the wall clock).
         return TileUpdate(
@@ -346,8 +378,9 @@ class EntityTiles:
         ttl_ms = self.max_event_ms + view.retention_ms + _SKEW_MS - now_ms
         return TileUpdate(key=key, values=sets, deletes=(), ttl_ms=max(1, ttl_ms))
 
-    def _evict(self, layout: tuple[_Slot, ...]) -> list[str]:
-        dropped: list[str] = []
+    def _evict(self, layout: tuple[_Slot, ...]) -> list[tuple[_Slot, int]]:
+        """Drop the tiles older than their slot's retention; return them."""
+        dropped: list[tuple[_Slot, int]] = []
         data = self._data
         for slot in layout:
             first = (self.max_event_ms - slot.retention_ms) // slot.tile_ms
@@ -356,14 +389,14 @@ class EntityTiles:
                 if not flat or flat[0] >= first:
                     continue
                 k = bisect_left(flat[0::2], first)
-                dropped += [f"{slot.name}:{i}" for i in flat[0 : 2 * k : 2]]
+                dropped += [(slot, i) for i in flat[0 : 2 * k : 2]]
                 del flat[: 2 * k]
             else:
                 idx = data[slot.pos]
                 if not idx or idx[0] >= first:
                     continue
                 k = bisect_left(idx, first)
-                dropped += [f"{slot.name}:{i}" for i in idx[:k]]
+                dropped += [(slot, i) for i in idx[:k]]
                 del idx[:k]
                 del data[slot.pos + 1][:k]
         return dropped

@@ -210,12 +210,43 @@ def _router(views: Sequence[ViewSpec], metrics: FlowMetrics) -> Any:
     return route
 
 
-def _tiles_applier(
-    views: Sequence[ViewSpec],
-) -> Callable[[dict[str, EntityTiles], Routed], SinkItem]:
+class _Shard:
+    """The entities of one state shard: live states (used in this epoch) and packed
+    ones (:meth:`EntityTiles.pack`, a few hundred bytes instead of the objects'
+    kilobyte). A snapshot packs the live ones, so an entity costs its packed size
+    except in the epochs it is active in."""
+
+    __slots__ = ("entities", "live")
+
+    def __init__(self, entities: dict[str, EntityTiles | bytes] | None = None) -> None:
+        self.entities: dict[str, EntityTiles | bytes] = entities or {}
+        self.live: list[str] = []
+
+    def tiles(self, view: ViewSpec, entity: str) -> EntityTiles:
+        """The live state of ``entity`` (unpacked, or new)."""
+        held = self.entities.get(entity)
+        if isinstance(held, EntityTiles):
+            return held
+        tiles = EntityTiles() if held is None else EntityTiles.unpack(view, held)
+        self.entities[entity] = tiles
+        self.live.append(entity)
+        return tiles
+
+    def snapshot(self) -> bytes:
+        """Pack the live states; the whole shard as bytes."""
+        entities = self.entities
+        for entity in self.live:
+            held = entities[entity]
+            if isinstance(held, EntityTiles):
+                entities[entity] = held.pack()
+        self.live = []
+        return pickle.dumps(entities, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _tiles_applier(views: Sequence[ViewSpec]) -> Callable[[_Shard, Routed], SinkItem]:
     keys = [tile_key(view.project, view.name, "") for view in views]
 
-    def apply(shard: dict[str, EntityTiles], item: Routed) -> SinkItem:
+    def apply(shard: _Shard, item: Routed) -> SinkItem:
         if item.view < 0:
             return SinkItem(
                 [], item.topic, item.partition, item.batch_start, item.batch_end, item.batch_groups
@@ -228,13 +259,11 @@ def _tiles_applier(
                 by_entity[entity] = [record]
             else:
                 events.append(record)
-        updates = []
         prefix = keys[item.view]
-        for entity, events in by_entity.items():
-            tiles = shard.get(entity)
-            if tiles is None:
-                tiles = shard[entity] = EntityTiles()
-            updates.append(tiles.apply_all(view, prefix + entity, events))
+        updates = [
+            shard.tiles(view, entity).apply_all(view, prefix + entity, events)
+            for entity, events in by_entity.items()
+        ]
         return SinkItem(
             updates,
             item.topic,
@@ -250,22 +279,20 @@ def _tiles_applier(
 
 
 class _ShardLogic(StatefulBatchLogic[Routed, SinkItem, bytes]):
-    """One state shard: its entities' tiles. Snapshots are the pickled shard (taken
-    as the epoch closes, so no defensive copy of the live state is needed)."""
+    """The runtime's state of one shard key (see :class:`_Shard`)."""
 
-    def __init__(
-        self, apply: Callable[[dict[str, EntityTiles], Routed], SinkItem], resume: bytes | None
-    ) -> None:
+    def __init__(self, apply: Callable[[_Shard, Routed], SinkItem], resume: bytes | None) -> None:
         self._apply = apply
-        self._shard: dict[str, EntityTiles] = {} if resume is None else pickle.loads(resume)  # noqa: S301 - our own snapshot
+        # Our own snapshot, read back from the recovery store.
+        self._shard = _Shard(pickle.loads(resume) if resume else None)  # noqa: S301
 
     def on_batch(self, values: list[Routed]) -> tuple[list[SinkItem], bool]:
         apply, shard = self._apply, self._shard
         # A progress-only key keeps no state.
-        return [apply(shard, v) for v in values], not shard
+        return [apply(shard, v) for v in values], not shard.entities
 
     def snapshot(self) -> bytes:
-        return pickle.dumps(self._shard, protocol=pickle.HIGHEST_PROTOCOL)
+        return self._shard.snapshot()
 
 
 def _rejected(env: Envelope) -> Rejected | None:

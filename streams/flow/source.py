@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -39,6 +40,10 @@ log = logging.getLogger(__name__)
 # With --stop-at-end: a partition is finished after end-of-partition was reported
 # and nothing arrived for this long (the end offset some brokers report can lag).
 _END_QUIET_S = 0.5
+# An idle partition is asked again after this long. Reads never block: librdkafka
+# fetches in the background, and a blocking read of one partition would delay the
+# others of the process.
+_IDLE_POLL_S = 0.005
 
 
 @dataclass(frozen=True)
@@ -139,11 +144,15 @@ class _Partition(StatefulSourcePartition[list[Envelope], PartitionResume]):
         self._stop_at_end = stop_at_end
         self._batch_size = batch_size
         self._eof_at: float | None = None
+        self._awake: datetime | None = None
         consumer.assign([TopicPartition(topic, partition, self._offset)])
+
+    def next_awake(self) -> datetime | None:
+        return self._awake
 
     def next_batch(self) -> list[list[Envelope]]:
         try:
-            messages = self._consumer.consume(self._batch_size, 0.05)
+            messages = self._consumer.consume(self._batch_size, 0)
         except KafkaException as exc:
             raise BrokerUnavailable(f"consume {self._topic}/{self._partition}: {exc}") from exc
         out = []
@@ -188,6 +197,10 @@ class _Partition(StatefulSourcePartition[list[Envelope], PartitionResume]):
             and time.monotonic() - self._eof_at > _END_QUIET_S
         ):
             raise StopIteration
+        if not messages:
+            self._awake = datetime.now(UTC) + timedelta(seconds=_IDLE_POLL_S)
+            return []
+        self._awake = None
         return [out] if out else []
 
     def snapshot(self) -> PartitionResume:
@@ -268,7 +281,7 @@ class KafkaEventSource(FixedPartitionedSource[list[Envelope], PartitionResume]):
             "enable.auto.commit": False,
             "enable.partition.eof": True,
             "log.connection.close": False,
-            "fetch.wait.max.ms": 50,
+            "fetch.wait.max.ms": 10,
             **self._extra,
         }
         return _Partition(

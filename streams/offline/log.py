@@ -75,27 +75,27 @@ def _day(day: int) -> str:
     return datetime.fromtimestamp(day * 86_400, tz=UTC).strftime("%Y-%m-%d")
 
 
-def _date(event_time_ms: int) -> str:
-    return _day(event_time_ms // 86_400_000)
-
-
 def _tables(
     schema: pa.Schema, records: Sequence[Mapping[str, Any]], time_field: str
 ) -> list[tuple[str, pa.Table]]:
     """Applied events (decoded records) as one table per UTC date of their event time."""
-    by_date: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    by_day: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
     for record in records:
-        by_date[_date(record[time_field])].append(record)
+        by_day[record[time_field] // 86_400_000].append(record)
     out = []
-    for date in sorted(by_date):
-        day = by_date[date]
-        columns = {
-            name: [r[time_field] for r in day]
-            if name == "event_time"
-            else [r.get(name) for r in day]
-            for name in schema.names
-        }
-        out.append((date, pa.Table.from_pydict(columns, schema=schema)))
+    for day in sorted(by_day):
+        rows = by_day[day]
+        if time_field == "event_time":
+            table = pa.Table.from_pylist(rows, schema=schema)
+        else:
+            columns = {
+                name: [r[time_field] for r in rows]
+                if name == "event_time"
+                else [r.get(name) for r in rows]
+                for name in schema.names
+            }
+            table = pa.Table.from_pydict(columns, schema=schema)
+        out.append((_day(day), table))
     return out
 
 

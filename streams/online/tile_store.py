@@ -38,6 +38,32 @@ _REDIS_ERRORS = (
 )
 
 
+# KEYS: marker ('' for none), progress hash, freshness hash, then one tile hash per
+# entity. ARGV: per tile hash (in KEYS order) ttl_ms, n_sets, n_deletes, field/value
+# pairs, deleted fields; then n_progress, partition/offset pairs; then n_views, now_ms,
+# views. Returns whether the marker existed (1 when there is none to check).
+_WRITE_LUA = """
+local had = 1
+if KEYS[1] ~= '' then had = redis.call('EXISTS', KEYS[1]) end
+local a = 1
+for k = 4, #KEYS do
+  local ttl, ns, nd = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  a = a + 3
+  if nd > 0 then redis.call('HDEL', KEYS[k], unpack(ARGV, a + 2 * ns, a + 2 * ns + nd - 1)) end
+  if ns > 0 then redis.call('HSET', KEYS[k], unpack(ARGV, a, a + 2 * ns - 1)) end
+  redis.call('PEXPIRE', KEYS[k], ttl)
+  a = a + 2 * ns + nd
+end
+local np = tonumber(ARGV[a])
+if np > 0 then redis.call('HSET', KEYS[2], unpack(ARGV, a + 1, a + 2 * np)) end
+a = a + 1 + 2 * np
+local nv = tonumber(ARGV[a])
+local now = ARGV[a + 1]
+for v = a + 2, a + 1 + nv do redis.call('HSET', KEYS[3], ARGV[v], now) end
+return had
+"""
+
+
 def freshness_key(project: str) -> str:
     """Hash of ``{view}`` -> wall-clock ms of the last online write for the view."""
     return f"fst:{project}:_written"
@@ -100,6 +126,8 @@ class TileStore:
         self._client = client
         self._describe = describe
         self.last_write_found_marker = True
+        # Loaded on first use and again after a restart of Redis (NOSCRIPT).
+        self._write_script = client.register_script(_WRITE_LUA)
 
     def ping(self) -> None:
         """Check that Redis answers.
@@ -145,34 +173,31 @@ class TileStore:
                 fields[name] = value
                 gone.discard(name)
             ttl_ms[update.key] = update.ttl_ms
-        # Encode once per field and batch: the last value of a field is what Redis keeps.
-        sets = {
-            key: {name: encode(value) for name, (encode, value) in fields.items()}
-            for key, fields in latest.items()
-        }
+        # One atomic script call per batch (instead of three commands per key): the
+        # last value of every field, encoded once.
+        keys = [marker or "", progress_key(project), freshness_key(project)]
+        args: list[Any] = []
+        written = 0
+        for key, fields in latest.items():
+            gone = deletes[key]
+            keys.append(key)
+            args += (ttl_ms[key], len(fields), len(gone))
+            for name, (encode, value) in fields.items():
+                args += (name, encode(value))
+            args += gone
+            written += len(fields)
+        progress = progress or {}
+        args.append(len(progress))
+        for k, offset in progress.items():
+            args += (f"{k.topic}:{k.partition}", offset)
+        views = {key.split(":", 3)[2] for key in latest}
+        args += (len(views), time.time_ns() // 1_000_000, *views)
         try:
-            pipe = self._client.pipeline(transaction=True)
-            if marker is not None:
-                pipe.exists(marker)
-            for key, fields in sets.items():
-                if deletes[key]:
-                    pipe.hdel(key, *deletes[key])
-                if fields:
-                    pipe.hset(key, mapping=fields)
-                pipe.pexpire(key, ttl_ms[key])
-            if progress:
-                mapping = {f"{k.topic}:{k.partition}": v for k, v in progress.items()}
-                pipe.hset(progress_key(project), mapping=mapping)
-            views = {key.split(":", 3)[2] for key in sets}
-            if views:
-                now = str(time.time_ns() // 1_000_000)
-                pipe.hset(freshness_key(project), mapping=dict.fromkeys(views, now))
-            replies = pipe.execute()
-            had_marker = marker is None or bool(replies[0])
+            had_marker = bool(self._write_script(keys=keys, args=args))
         except _REDIS_ERRORS as exc:
             raise OnlineStoreUnavailable(f"Redis at {self._describe}: write failed: {exc}") from exc
         self.last_write_found_marker = had_marker
-        return sum(len(f) for f in sets.values())
+        return written
 
     def write_many(self, updates: Iterable[TileUpdate], *, project: str, batch: int = 2_000) -> int:
         """Apply many tile updates in :meth:`write` batches of ``batch``; return how many.

@@ -376,3 +376,23 @@ def test_in_order_events_keep_only_tiles_within_retention(
         tile_ms = view.slots[slot].tile_ms
         # a tile is kept while any of its ms is within retention of the newest event
         assert all((i + 1) * tile_ms > horizon_ms for i in tiles)
+
+
+@PROPERTY
+@given(aggs=aggregations(), events=events_strategy, later=events_strategy)
+def test_a_packed_state_unpacks_to_one_that_resumes_identically(
+    aggs: tuple[AggregationSpec, ...],
+    events: list[dict[str, Any]],
+    later: list[dict[str, Any]],
+) -> None:
+    view = _view(*aggs, lateness_ms=3_000)
+    state = EntityTiles()
+    state.apply_all(view, KEY, events)
+    packed = state.pack()
+    restored = EntityTiles.unpack(view, packed)
+    assert restored.tiles == state.tiles
+    assert restored.max_event_ms == state.max_event_ms
+    assert len(packed) < len(pickle.dumps(state))
+    for event in later:
+        assert restored.apply(view, KEY, event) == state.apply(view, KEY, event)
+    assert restored.tiles == state.tiles

@@ -1,0 +1,559 @@
+"""``featurestream bench pipeline``: throughput, freshness, serving, memory and backfill
+in one run, side by side with the ceiling and the baseline a Feast user builds.
+
+On a fresh embedded stack (broker, Redis, everything on this machine):
+
+1. produce N clicks of the demo stream (Zipf users, event times over the last
+   50 minutes) into a 4-partition topic;
+2. (a) the ceiling: consume + decode only (confluent-kafka + fastavro);
+3. (b) ``featurestream run user_click_stats --stop-at-end`` with 1 and with 2
+   processes, each into its own Redis database and state: events/s from the first
+   progress the engine writes online to the last, watched in Redis (and with the
+   process start, from launch to exit);
+4. (c) the Feast-docs baseline (:mod:`featurestream.bench.baseline`): Bytewax
+   ``KafkaSource`` -> decode -> sliding windows -> ``FeatureStore.push``;
+5. freshness: the engine (the faster process count) tails the topic while clicks are
+   produced at half of (b)'s best rate; probe clicks of fresh users are timed from
+   their produce call until ``featurestream serve`` returns their count;
+6. memory: on a second stack, 2 clicks each for ``memory_users`` users: engine RSS
+   growth per active entity and Redis bytes per entity;
+7. serving (``bench serving``) and backfill (``bench backfill``) on their own stacks.
+
+Results: ``pipeline.json``, ``pipeline.md`` and PNG plots under ``out_dir``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from featurestream.cli.produce import KafkaSink, produce_generated
+from featurestream.errors import StackError
+from featurestream.events import AvroCodec, load_contracts
+from featurestream.settings import Settings
+from featurestream.stack import cli_env, free_port, log_tail
+from producers import EventProducer, TrafficConfig, TrafficGenerator
+
+from .machine import describe_machine
+from .serving import running_server
+from .workspace import bench_stack
+
+__all__ = ["bench_pipeline"]
+
+VIEW = "user_click_stats"
+FEATURE = f"{VIEW}:clicks_last_5min"
+_PARTITIONS = 4
+_PROBE_USERS_FROM = 2_000_000_000  # probe users no generated click uses
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _produce(settings: Settings, events: int, users: int, seed: int) -> dict[str, Any]:
+    """``events`` clicks of ``users`` Zipf users with event times over the last 50 min."""
+    generator = TrafficGenerator(
+        TrafficConfig(topic="clicks", users=users, seed=seed), AvroCodec(load_contracts())
+    )
+    now_ms = time.time_ns() // 1_000_000
+    rate = events / 3000
+    started = time.perf_counter()
+    produce_generated(
+        generator,
+        KafkaSink(EventProducer(settings.bootstrap_servers)),
+        rate=rate,
+        total=events,
+        pace=False,
+        start_ms=now_ms - 3_000_000,
+    )
+    seconds = time.perf_counter() - started
+    return {"events": events, "seconds": round(seconds, 2), "events_per_s": round(events / seconds)}
+
+
+def consume_decode(bootstrap: str, topic: str, events: int, timeout_s: float) -> dict[str, Any]:
+    """(a) The ceiling: read ``events`` messages of every partition and decode them with
+    fastavro, nothing else. Timed from the first message to the last."""
+    from confluent_kafka import Consumer, TopicPartition
+    from fastavro import schemaless_reader
+
+    contract = next(c for c in load_contracts() if c.topic == topic)
+    schema = contract.parsed
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "featurestream-bench-ceiling",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 50,
+        }
+    )
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        consumer.assign([TopicPartition(topic, p, 0) for p in meta.partitions])
+        n = 0
+        first = 0.0
+        deadline = time.monotonic() + timeout_s
+        while n < events:
+            if time.monotonic() > deadline:
+                raise StackError(f"ceiling: {n} of {events} messages within {timeout_s} s")
+            for message in consumer.consume(10_000, 1.0):
+                value = message.value()
+                if message.error() is not None or value is None:
+                    continue
+                if not n:
+                    first = time.perf_counter()
+                body = io.BytesIO(value)
+                body.seek(10)  # single-object header
+                schemaless_reader(body, schema, None)
+                n += 1
+        seconds = time.perf_counter() - first
+    finally:
+        consumer.close()
+    return {"events": n, "seconds": round(seconds, 2), "events_per_s": round(n / seconds)}
+
+
+def _progress_total(redis_url: str, project: str) -> int:
+    from streams.online import TileStore, connect
+
+    return sum(TileStore(connect(redis_url), redis_url).progress(project).values())
+
+
+def _db_url(settings: Settings, db: int) -> str:
+    return f"redis://127.0.0.1:{settings.redis_port}/{db}"
+
+
+def _engine_env(settings: Settings, state: Path, redis_url: str) -> dict[str, str]:
+    return cli_env(
+        settings,
+        FEATURESTREAM_STATE_DIR=str(state),
+        FEATURESTREAM_METRICS_PORT="0",
+        FEATURESTREAM_REDIS_URL=redis_url,
+        # Runs share the offline log: no run restores another's events into its db.
+        FEATURESTREAM_RESTORE_ONLINE="false",
+    )
+
+
+def _warm_views(settings: Settings, state: Path) -> None:
+    """Compile the views into ``state``'s cache, as any earlier run would have."""
+    from streams.definitions import cached_views, compile_registry
+    from streams.offline.feast_store import log_root
+    from streams.repo import open_store
+
+    def compile_all() -> tuple[tuple[Any, ...], Path]:
+        store = open_store(settings.repo_path, settings.online_redis_url)
+        return compile_registry(store), log_root(store.config)
+
+    cached_views(settings.repo_path, state / "views", compile_all)
+
+
+def _engine_command(processes: int, stop_at_end: bool) -> list[str]:
+    command = [sys.executable, "-m", "featurestream.cli", "run", VIEW]
+    command += ["--processes", str(processes)]
+    return [*command, "--stop-at-end"] if stop_at_end else command
+
+
+def run_engine_timed(
+    settings: Settings, processes: int, db: int, work: Path, events: int, project: str
+) -> dict[str, Any]:
+    """(b) One catch-up run of the engine, its progress watched in Redis."""
+    from streams.repo import apply_repo
+
+    url = _db_url(settings, db)
+    apply_repo(settings.repo_path, url)
+    state = work / f"engine-{processes}p"
+    _warm_views(settings, state)
+    log = work / f"engine-{processes}p.log"
+    samples: list[tuple[float, int]] = []
+    with log.open("wb") as out:
+        launched = time.perf_counter()
+        proc = subprocess.Popen(
+            _engine_command(processes, stop_at_end=True),
+            env=_engine_env(settings, state, url),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        while proc.poll() is None:
+            total = _progress_total(url, project)
+            if total and (not samples or total != samples[-1][1]):
+                samples.append((time.perf_counter(), total))
+            time.sleep(0.02)
+        exited = time.perf_counter()
+    if proc.returncode != 0:
+        raise StackError(f"engine run failed ({proc.returncode}); log {log}:\n{log_tail(log)}")
+    final = _progress_total(url, project)
+    if final != events or not samples:
+        raise StackError(f"engine run claimed {final} of {events} events; log {log}")
+    (t_first, n_first), (t_last, n_last) = samples[0], samples[-1]
+    steady = (n_last - n_first) / (t_last - t_first) if t_last > t_first else float("nan")
+    return {
+        "processes": processes,
+        "events": events,
+        "events_per_s": round(steady),
+        "start_seconds": round(t_first - launched, 2),
+        "seconds_with_start": round(exited - launched, 2),
+        "events_per_s_with_start": round(events / (exited - launched)),
+        "redis_db": db,
+        "state_dir": str(state),
+    }
+
+
+@contextmanager
+def _process(
+    command: list[str], env: dict[str, str], log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        yield proc
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _post(port: int, body: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/get-online-features",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - local server
+        out: dict[str, Any] = json.loads(response.read())
+        return out
+
+
+def _counts(port: int, users: list[int]) -> list[Any]:
+    """``clicks_last_5min`` of ``users`` through the feature server."""
+    reply = _post(port, {"features": [FEATURE], "entities": {"user_id": users}})
+    names = reply["metadata"]["feature_names"]
+    values: list[Any] = reply["results"][names.index(FEATURE.split(":")[1])]["values"]
+    return values
+
+
+class _Probes:
+    """Probe clicks of fresh users, timed from produce until the server counts them."""
+
+    def __init__(self, port: int) -> None:
+        self._port = port
+        self._sent: dict[int, float] = {}
+        self._lock = threading.Lock()
+        self.latencies_ms: list[float] = []
+        self.unseen = 0
+        self._stop = threading.Event()
+
+    def sent(self, user: int, at: float) -> None:
+        with self._lock:
+            self._sent[user] = at
+
+    def poll_until(self, stop: threading.Event, grace_s: float) -> None:
+        """Poll the server for pending probes until ``stop`` and then ``grace_s`` more."""
+        stopped_at: float | None = None
+        while True:
+            if stop.is_set() and stopped_at is None:
+                stopped_at = time.perf_counter()
+            with self._lock:
+                pending = dict(self._sent)
+            if not pending and stopped_at is not None:
+                return
+            if stopped_at is not None and time.perf_counter() - stopped_at > grace_s:
+                self.unseen = len(pending)
+                return
+            if pending:
+                users = sorted(pending)
+                values = _counts(self._port, users)
+                now = time.perf_counter()
+                with self._lock:
+                    for user, value in zip(users, values, strict=True):
+                        if value:
+                            self.latencies_ms.append((now - self._sent.pop(user)) * 1000)
+            time.sleep(0.002)
+
+
+def measure_freshness(
+    settings: Settings,
+    work: Path,
+    engine: dict[str, Any],
+    rate: int,
+    seconds: float,
+    probe_every_s: float = 0.05,
+) -> dict[str, Any]:
+    """Freshness at ``rate`` clicks/s: produce call -> value readable via the server."""
+    url = _db_url(settings, engine["redis_db"])
+    state = Path(engine["state_dir"])
+    env = _engine_env(settings, state, url)
+    port = free_port()
+    serve = [sys.executable, "-m", "featurestream.cli", "serve", "--port", str(port)]
+    codec = AvroCodec(load_contracts())
+    with (
+        _process(
+            _engine_command(engine["processes"], stop_at_end=False), env, work / "fresh-engine.log"
+        ),
+        running_server(
+            "featurestream serve", [*serve, "--workers", "2"], env, port, work / "fresh-serve.log"
+        ),
+    ):
+        probes = _Probes(port)
+        # Warm up: the engine is tailing once a first probe is readable.
+        with EventProducer(settings.bootstrap_servers) as producer:
+            warm = _PROBE_USERS_FROM - 1
+            producer.send_record("clicks", _probe(warm))
+            producer.flush()
+            deadline = time.monotonic() + 120
+            while not _counts(port, [warm])[0]:
+                if time.monotonic() > deadline:
+                    raise StackError(f"the engine did not pick up a probe; log {work}")
+                time.sleep(0.1)
+        stop = threading.Event()
+        poller = threading.Thread(target=probes.poll_until, args=(stop, 10.0), daemon=True)
+        poller.start()
+        generator = TrafficGenerator(TrafficConfig(topic="clicks", users=100_000, seed=17), codec)
+        load = threading.Thread(
+            target=produce_generated,
+            args=(generator, KafkaSink(EventProducer(settings.bootstrap_servers))),
+            kwargs={"rate": rate, "total": int(rate * seconds), "pace": True, "start_ms": 0},
+            daemon=True,
+        )
+        started = time.perf_counter()
+        load.start()
+        with EventProducer(settings.bootstrap_servers) as producer:
+            n = 0
+            while time.perf_counter() - started < seconds:
+                user = _PROBE_USERS_FROM + n
+                probes.sent(user, time.perf_counter())
+                producer.send_record("clicks", _probe(user))
+                n += 1
+                time.sleep(max(0.0, started + n * probe_every_s - time.perf_counter()))
+            producer.flush()
+        load.join(timeout=seconds + 60)
+        produced_for = time.perf_counter() - started
+        stop.set()
+        poller.join(timeout=60)
+    lat = probes.latencies_ms
+    if not lat:
+        raise StackError(f"no probe became readable; logs in {work}")
+    return {
+        "target_rate": rate,
+        "achieved_rate": round(int(rate * seconds) / produced_for),
+        "seconds": seconds,
+        "probes": n,
+        "probes_never_readable": probes.unseen,
+        "p50_ms": round(statistics.median(lat), 1),
+        "p90_ms": round(_percentile(lat, 0.90), 1),
+        "p99_ms": round(_percentile(lat, 0.99), 1),
+        "max_ms": round(max(lat), 1),
+        "latencies_ms": [round(x, 2) for x in sorted(lat)],
+    }
+
+
+def _probe(user: int) -> dict[str, Any]:
+    import uuid
+
+    return {
+        "event_id": str(uuid.uuid4()),
+        "user_id": user,
+        "item_id": 1,
+        "page": "home",
+        "event_time": time.time_ns() // 1_000_000,
+    }
+
+
+def _rss_bytes(pid: int) -> int:
+    total = 0
+    for p in [pid, *_children(pid)]:
+        try:
+            with open(f"/proc/{p}/status", encoding="ascii") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def measure_memory(users: int, timeout_s: float) -> dict[str, Any]:
+    """Engine RSS growth per active entity and Redis bytes per entity, ``users`` users
+    with 2 clicks each (minutes apart) in the view's windows."""
+    import random
+
+    import redis
+
+    from streams.repo import apply_repo
+
+    with bench_stack(partitions=_PARTITIONS) as (work, settings):
+        rng = random.Random(3)  # noqa: S311 - synthetic data
+        with EventProducer(settings.bootstrap_servers) as producer:
+            for user, k, t in _two_clicks_each(users, time.time_ns() // 1_000_000):
+                record = {
+                    "event_id": f"m-{user}-{k}",
+                    "user_id": user,
+                    "item_id": rng.randrange(1, 5_000),
+                    "page": "home",
+                    "event_time": t,
+                }
+                producer.send_record("clicks", record)
+            producer.flush()
+        url = settings.online_redis_url
+        apply_repo(settings.repo_path, url)
+        client = redis.Redis.from_url(url)
+        redis_before = _used_memory(client)
+        state = work / "engine"
+        _warm_views(settings, state)
+        env = _engine_env(settings, state, url)
+        samples: list[tuple[int, int]] = []
+        log = work / "engine.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                _engine_command(1, stop_at_end=True), env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+            deadline = time.monotonic() + timeout_s
+            project = _project(settings)
+            while proc.poll() is None:
+                if time.monotonic() > deadline:
+                    proc.kill()
+                    raise StackError(f"memory run took over {timeout_s} s; log {log}")
+                samples.append((_progress_total(url, project), _rss_bytes(proc.pid)))
+                time.sleep(0.25)
+        if proc.returncode != 0:
+            raise StackError(f"engine run failed; log {log}:\n{log_tail(log)}")
+        started = next(((n, r) for n, r in samples if n > 0), samples[0])
+        done = max(samples, key=lambda s: (s[0], s[1]))
+        entities = users
+        redis_after = _used_memory(client)
+        pattern = f"fst:{project}:{VIEW}:*"
+        keys = sum(1 for _ in client.scan_iter(pattern, count=10_000))
+    return {
+        "active_entities": entities,
+        "events": 2 * users,
+        "engine_rss_start_bytes": started[1],
+        "engine_rss_end_bytes": done[1],
+        "engine_rss_bytes_per_entity": round((done[1] - started[1]) / entities),
+        "redis_keys": keys,
+        "redis_bytes_per_entity": round((redis_after - redis_before) / entities),
+    }
+
+
+def _two_clicks_each(users: int, now_ms: int) -> Iterator[tuple[int, int, int]]:
+    """``(user, k, event time)``: two clicks per user two minutes apart, users spread
+    over the last 50 minutes, in event-time order (so none is late)."""
+    start, step, gap = now_ms - 3_000_000, 2_700_000 / users, 120_000
+    second = 1
+    for user in range(1, users + 1):
+        first_ms = start + int(user * step)
+        while second < user and start + int(second * step) + gap <= first_ms:
+            yield second, 1, start + int(second * step) + gap
+            second += 1
+        yield user, 0, first_ms
+    for user in range(second, users + 1):
+        yield user, 1, start + int(user * step) + gap
+
+
+def _used_memory(client: Any) -> int:
+    info: dict[str, Any] = client.info("memory")
+    return int(info["used_memory"])
+
+
+def _project(settings: Settings) -> str:
+    import yaml
+
+    doc = yaml.safe_load((settings.repo_path / "feature_store.yaml").read_text())
+    return str(doc["project"])
+
+
+def bench_pipeline(
+    events: int,
+    users: int,
+    out_dir: Path,
+    command: str,
+    *,
+    baseline_events: int,
+    freshness_seconds: float,
+    memory_users: int,
+    serving_seconds: int,
+    serving_events: int,
+    backfill_events: int,
+    timeout_s: float = 3600,
+    progress: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    """Run every measurement and write ``pipeline.{json,md}`` and the plots."""
+    from .backfill import bench_backfill
+    from .baseline import run_baseline, write_baseline_repo
+    from .report import write_pipeline_report
+    from .serving import bench_serving
+
+    results: dict[str, Any] = {"command": command, "machine": describe_machine()}
+    with bench_stack(partitions=_PARTITIONS) as (work, settings):
+        project = _project(settings)
+        progress(f"producing {events:,} clicks of {users:,} users")
+        results["produce"] = _produce(settings, events, users, seed=7) | {"users": users}
+        progress("(a) consume + decode")
+        results["ceiling"] = consume_decode(settings.bootstrap_servers, "clicks", events, timeout_s)
+        engines = []
+        for processes, db in ((1, 1), (2, 2)):
+            progress(f"(b) featurestream run, {processes} process(es)")
+            engines.append(run_engine_timed(settings, processes, db, work, events, project))
+        results["engine"] = engines
+        n = min(events, baseline_events)
+        progress(f"(c) Feast-docs baseline over {n:,} clicks")
+        # The reference: windows close on new input and at the end (no wall-clock
+        # wake-ups, which on a backlog re-run every open window; bytewax#578).
+        repo = write_baseline_repo(work / "baseline", _db_url(settings, 3))
+        results["baseline"] = run_baseline(
+            settings.bootstrap_servers, "clicks", repo, n, timeout_s, wake_on_window_close=False
+        )
+        # As the docs' examples leave EventClock (slower on a backlog): a sixth of the run.
+        repo = write_baseline_repo(work / "baseline-docs-clock", _db_url(settings, 4))
+        results["baseline_docs_clock"] = run_baseline(
+            settings.bootstrap_servers, "clicks", repo, max(100, n // 6), timeout_s
+        )
+        best = max(engines, key=lambda e: e["events_per_s"])
+        rate = max(1, best["events_per_s"] // 2)
+        progress(f"freshness at {rate:,} clicks/s for {freshness_seconds} s")
+        results["freshness"] = measure_freshness(settings, work, best, rate, freshness_seconds) | {
+            "engine_processes": best["processes"]
+        }
+    progress(f"memory with {memory_users:,} users")
+    results["memory"] = measure_memory(memory_users, timeout_s)
+    progress("serving")
+    results["serving"] = bench_serving(
+        serving_seconds, serving_events, out_dir, command + " (serving)"
+    )
+    progress("backfill")
+    results["backfill"] = bench_backfill(backfill_events, out_dir, command + " (backfill)")
+    ceiling = results["ceiling"]["events_per_s"]
+    two = next(e for e in engines if e["processes"] == 2)["events_per_s"]
+    base = results["baseline"]["events_per_s"]
+    results["ratios"] = {
+        "engine_2p_over_ceiling": round(two / ceiling, 3),
+        "engine_2p_over_baseline": round(two / base, 1) if base else None,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "pipeline.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_pipeline_report(results, out_dir)
+    return results
