@@ -55,7 +55,7 @@ __all__ = ["bench_pipeline"]
 VIEW = "user_click_stats"
 FEATURE = f"{VIEW}:clicks_last_5min"
 _PARTITIONS = 4
-_PROBE_USERS_FROM = 2_000_000_000  # probe users no generated click uses
+_PROBE_USERS_FROM = 10**12  # probe users no generated click uses
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -288,6 +288,84 @@ class _Probes:
             time.sleep(0.002)
 
 
+# The producers of the freshness run: acks=all without idempotence. With the
+# idempotent producer (the library default), the local broker (Tansu 0.6) holds about
+# 2% of produce requests for ~500 ms: measured with a plain consumer and no engine,
+# producer -> consumer p99 is 488 ms with idempotence and 28 ms without.
+FRESHNESS_PRODUCER = {"enable.idempotence": False, "acks": "all", "linger.ms": 5}
+
+
+class _BrokerProbe:
+    """A plain consumer timing the probes from produce to consume: the broker's part."""
+
+    def __init__(self, bootstrap: str) -> None:
+        from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": "featurestream-bench-probe",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 10,
+            }
+        )
+        parts = self._consumer.list_topics("clicks", timeout=10).topics["clicks"].partitions
+        self._consumer.assign([TopicPartition("clicks", p, OFFSET_END) for p in parts])
+        self.sent: dict[bytes, float] = {}
+        self.latencies_ms: list[float] = []
+
+    def run(self, stop: threading.Event) -> None:
+        try:
+            while not stop.is_set():
+                for message in self._consumer.consume(10_000, 0.01):
+                    key = message.key()
+                    at = self.sent.pop(key, None) if key is not None else None
+                    if at is not None:
+                        self.latencies_ms.append((time.perf_counter() - at) * 1000)
+        finally:
+            self._consumer.close()
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def _pids_listening(port: int) -> list[int]:
+    """Processes whose command line names ``127.0.0.1:{port}`` (the broker, Redis)."""
+    needle = f"127.0.0.1:{port}".encode()
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if needle in (entry / "cmdline").read_bytes():
+                    out.append(int(entry.name))
+            except OSError:
+                continue
+    return out
+
+
+def _tree(pid: int) -> list[int]:
+    return [pid, *(c for child in _children(pid) for c in _tree(child))]
+
+
+def _summary(lat: list[float]) -> dict[str, float]:
+    return {
+        "p50_ms": round(statistics.median(lat), 1),
+        "p90_ms": round(_percentile(lat, 0.90), 1),
+        "p99_ms": round(_percentile(lat, 0.99), 1),
+        "max_ms": round(max(lat), 1),
+    }
+
+
 def measure_freshness(
     settings: Settings,
     work: Path,
@@ -296,59 +374,86 @@ def measure_freshness(
     seconds: float,
     probe_every_s: float = 0.05,
 ) -> dict[str, Any]:
-    """Freshness at ``rate`` clicks/s: produce call -> value readable via the server."""
+    """Freshness at ``rate`` clicks/s: produce call -> value readable via the server.
+
+    Also measured over the same probes: the broker's part (produce -> a plain
+    consumer), and the CPU each component used (cores busy on average).
+    """
     url = _db_url(settings, engine["redis_db"])
     state = Path(engine["state_dir"])
     env = _engine_env(settings, state, url)
     port = free_port()
     serve = [sys.executable, "-m", "featurestream.cli", "serve", "--port", str(port)]
     codec = AvroCodec(load_contracts())
+    bootstrap = settings.bootstrap_servers
     with (
         _process(
             _engine_command(engine["processes"], stop_at_end=False), env, work / "fresh-engine.log"
-        ),
+        ) as engine_proc,
         running_server(
             "featurestream serve", [*serve, "--workers", "2"], env, port, work / "fresh-serve.log"
-        ),
+        ) as server_pid,
     ):
         probes = _Probes(port)
+        # Probe users no earlier measurement on this stack used (each must start at 0).
+        first = _PROBE_USERS_FROM + int(time.time()) % 100_000 * 10_000
         # Warm up: the engine is tailing once a first probe is readable.
-        with EventProducer(settings.bootstrap_servers) as producer:
-            warm = _PROBE_USERS_FROM - 1
+        with EventProducer(bootstrap, config=FRESHNESS_PRODUCER) as producer:
+            warm = first - 1
             producer.send_record("clicks", _probe(warm))
             producer.flush()
-            deadline = time.monotonic() + 120
+            deadline = time.monotonic() + 300
             while not _counts(port, [warm])[0]:
                 if time.monotonic() > deadline:
                     raise StackError(f"the engine did not pick up a probe; log {work}")
                 time.sleep(0.1)
+        broker = _BrokerProbe(bootstrap)
         stop = threading.Event()
-        poller = threading.Thread(target=probes.poll_until, args=(stop, 10.0), daemon=True)
-        poller.start()
+        threads = [
+            threading.Thread(target=probes.poll_until, args=(stop, 10.0), daemon=True),
+            threading.Thread(target=broker.run, args=(stop,), daemon=True),
+        ]
+        for thread in threads:
+            thread.start()
         generator = TrafficGenerator(TrafficConfig(topic="clicks", users=100_000, seed=17), codec)
         load = threading.Thread(
             target=produce_generated,
-            args=(generator, KafkaSink(EventProducer(settings.bootstrap_servers))),
+            args=(generator, KafkaSink(EventProducer(bootstrap, config=FRESHNESS_PRODUCER))),
             kwargs={"rate": rate, "total": int(rate * seconds), "pace": True, "start_ms": 0},
             daemon=True,
         )
+        components = {
+            "engine": _tree(engine_proc.pid),
+            "feature server": _tree(server_pid),
+            "broker": _pids_listening(settings.broker_port),
+            "redis": _pids_listening(settings.redis_port),
+            "load generator, probes, poller": [os.getpid()],
+        }
+        cpu_before = {name: _cpu_seconds(pids) for name, pids in components.items()}
         started = time.perf_counter()
         load.start()
-        with EventProducer(settings.bootstrap_servers) as producer:
+        with EventProducer(bootstrap, config=FRESHNESS_PRODUCER) as producer:
             n = 0
             while time.perf_counter() - started < seconds:
-                user = _PROBE_USERS_FROM + n
-                probes.sent(user, time.perf_counter())
+                user = first + n
+                now = time.perf_counter()
+                probes.sent(user, now)
+                broker.sent[str(user).encode()] = now
                 producer.send_record("clicks", _probe(user))
                 n += 1
                 time.sleep(max(0.0, started + n * probe_every_s - time.perf_counter()))
             producer.flush()
         load.join(timeout=seconds + 60)
         produced_for = time.perf_counter() - started
+        cpu = {
+            name: round((_cpu_seconds(pids) - cpu_before[name]) / produced_for, 2)
+            for name, pids in components.items()
+        }
         stop.set()
-        poller.join(timeout=60)
+        for thread in threads:
+            thread.join(timeout=60)
     lat = probes.latencies_ms
-    if not lat:
+    if not lat or not broker.latencies_ms:
         raise StackError(f"no probe became readable; logs in {work}")
     return {
         "target_rate": rate,
@@ -356,10 +461,10 @@ def measure_freshness(
         "seconds": seconds,
         "probes": n,
         "probes_never_readable": probes.unseen,
-        "p50_ms": round(statistics.median(lat), 1),
-        "p90_ms": round(_percentile(lat, 0.90), 1),
-        "p99_ms": round(_percentile(lat, 0.99), 1),
-        "max_ms": round(max(lat), 1),
+        **_summary(lat),
+        "broker_only": _summary(broker.latencies_ms),
+        "cores_busy": cpu,
+        "producer_config": FRESHNESS_PRODUCER,
         "latencies_ms": [round(x, 2) for x in sorted(lat)],
     }
 
@@ -421,40 +526,43 @@ def measure_memory(users: int, timeout_s: float) -> dict[str, Any]:
             producer.flush()
         url = settings.online_redis_url
         apply_repo(settings.repo_path, url)
-        client = redis.Redis.from_url(url)
+        client: Any = redis.Redis.from_url(url)
         redis_before = _used_memory(client)
         state = work / "engine"
         _warm_views(settings, state)
         env = _engine_env(settings, state, url)
-        samples: list[tuple[int, int]] = []
+        samples: list[tuple[int, int]] = []  # (active entities, engine RSS)
         log = work / "engine.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 _engine_command(1, stop_at_end=True), env=env, stdout=out, stderr=subprocess.STDOUT
             )
             deadline = time.monotonic() + timeout_s
-            project = _project(settings)
             while proc.poll() is None:
                 if time.monotonic() > deadline:
                     proc.kill()
                     raise StackError(f"memory run took over {timeout_s} s; log {log}")
-                samples.append((_progress_total(url, project), _rss_bytes(proc.pid)))
+                # Every active entity has one key (plus a few engine keys).
+                samples.append((int(client.dbsize()), _rss_bytes(proc.pid)))
                 time.sleep(0.25)
         if proc.returncode != 0:
             raise StackError(f"engine run failed; log {log}:\n{log_tail(log)}")
-        started = next(((n, r) for n, r in samples if n > 0), samples[0])
-        done = max(samples, key=lambda s: (s[0], s[1]))
-        entities = users
+        pattern = f"fst:{_project(settings)}:{VIEW}:*"
+        entities = sum(1 for _ in client.scan_iter(pattern, count=10_000))
         redis_after = _used_memory(client)
-        pattern = f"fst:{project}:{VIEW}:*"
-        keys = sum(1 for _ in client.scan_iter(pattern, count=10_000))
+    # The marginal cost: RSS growth from a fifth of the entities to all of them (the
+    # fixed buffers, e.g. the Kafka client's prefetch, are there at both points).
+    end = max(samples)
+    start = next((s for s in samples if s[0] >= end[0] // 5), samples[0])
     return {
         "active_entities": entities,
         "events": 2 * users,
-        "engine_rss_start_bytes": started[1],
-        "engine_rss_end_bytes": done[1],
-        "engine_rss_bytes_per_entity": round((done[1] - started[1]) / entities),
-        "redis_keys": keys,
+        "engine_rss_bytes": end[1],
+        "engine_rss_bytes_per_entity_total": round(end[1] / entities),
+        "marginal_from_entities": start[0],
+        "marginal_from_rss_bytes": start[1],
+        "engine_rss_bytes_per_entity": round((end[1] - start[1]) / max(1, end[0] - start[0])),
+        "redis_keys": entities,
         "redis_bytes_per_entity": round((redis_after - redis_before) / entities),
     }
 
@@ -538,6 +646,11 @@ def bench_pipeline(
         results["freshness"] = measure_freshness(settings, work, best, rate, freshness_seconds) | {
             "engine_processes": best["processes"]
         }
+        light = min(rate, 1_000)
+        progress(f"freshness at {light:,} clicks/s for {freshness_seconds / 2} s")
+        results["freshness_light"] = measure_freshness(
+            settings, work, best, light, freshness_seconds / 2
+        ) | {"engine_processes": best["processes"]}
     progress(f"memory with {memory_users:,} users")
     results["memory"] = measure_memory(memory_users, timeout_s)
     progress("serving")

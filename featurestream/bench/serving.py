@@ -85,7 +85,8 @@ def _prepare(settings: Settings, events: int) -> list[int]:
 @contextmanager
 def running_server(
     name: str, command: Sequence[str], env: dict[str, str], port: int, log: Path
-) -> Iterator[None]:
+) -> Iterator[int]:
+    """A server process started and answering ``/health``; yields its pid."""
     with log.open("wb") as out:
         proc = subprocess.Popen(
             command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -102,7 +103,7 @@ def running_server(
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise StackError(f"{name} did not start; log {log}:\n{log_tail(log)}")
             time.sleep(0.3)
-        yield
+        yield proc.pid
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
