@@ -257,7 +257,7 @@ class _Probes:
         self._sent: dict[int, float] = {}
         self._lock = threading.Lock()
         self.latencies_ms: list[float] = []
-        self.unseen = 0
+        self.poll_errors = 0
         self._stop = threading.Event()
 
     def sent(self, user: int, at: float) -> None:
@@ -275,11 +275,15 @@ class _Probes:
             if not pending and stopped_at is not None:
                 return
             if stopped_at is not None and time.perf_counter() - stopped_at > grace_s:
-                self.unseen = len(pending)
                 return
             if pending:
                 users = sorted(pending)
-                values = _counts(self._port, users)
+                try:
+                    values = _counts(self._port, users)
+                except OSError:  # 503 when overloaded, a refused connection: ask again
+                    self.poll_errors += 1
+                    time.sleep(0.01)
+                    continue
                 now = time.perf_counter()
                 with self._lock:
                     for user, value in zip(users, values, strict=True):
@@ -460,7 +464,8 @@ def measure_freshness(
         "achieved_rate": round(int(rate * seconds) / produced_for),
         "seconds": seconds,
         "probes": n,
-        "probes_never_readable": probes.unseen,
+        "probes_never_readable": n - len(lat),
+        "poll_errors": probes.poll_errors,
         **_summary(lat),
         "broker_only": _summary(broker.latencies_ms),
         "cores_busy": cpu,

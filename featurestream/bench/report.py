@@ -150,7 +150,8 @@ def write_pipeline_report(results: dict[str, Any], out_dir: Path) -> None:
         b = run["broker_only"]
         lines.append(
             f"| {run['target_rate']:,}/s ({run['achieved_rate']:,}/s) | {run['probes']} "
-            f"({run['probes_never_readable']} never readable) | {run['p50_ms']} ms | "
+            f"({run['probes_never_readable']} never readable; {run['poll_errors']} polls "
+            f"refused) | {run['p50_ms']} ms | "
             f"{run['p90_ms']} ms | **{run['p99_ms']} ms** | {b['p50_ms']} / {b['p99_ms']} ms | "
             f"{cores} |"
         )
