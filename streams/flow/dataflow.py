@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 # Version of the snapshot layout (source state and tile state); part of step ids.
-STATE_LAYOUT = 2
+STATE_LAYOUT = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,11 +98,11 @@ class Rejected:
 SHARDS = 1 << 16
 
 
-def shard_of(entity: str, first_key: Any) -> int:
+def shard_of(entity: Any, first_key: Any) -> int:
     """The state shard of an entity (the same in every process and run)."""
     if type(first_key) is int:
         return first_key % SHARDS
-    return zlib.crc32(entity.encode()) % SHARDS
+    return zlib.crc32(str(entity).encode()) % SHARDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +115,7 @@ class Routed:
     """
 
     view: int
-    entries: list[tuple[str, dict[str, Any]]]
+    entries: list[tuple[Any, dict[str, Any]]]  # (entity, record)
     topic: str
     partition: int
     batch_start: int
@@ -178,13 +178,11 @@ def _router(views: Sequence[ViewSpec], metrics: FlowMetrics) -> Any:
                     continue
                 tally[view.name, "applied"] = tally.get((view.name, "applied"), 0) + 1
                 # compile_view checked that join keys are fields of the topic's schema.
+                # The entity: the join key's value itself (an int is held more compactly
+                # than its text), or for several join keys their entity_id text.
                 keys = view.join_keys
-                if len(keys) == 1:
-                    value = record[keys[0]]
-                    entity = str(value)
-                else:
-                    value = record[keys[0]]
-                    entity = entity_id([record[k] for k in keys])
+                value = record[keys[0]]
+                entity = value if len(keys) == 1 else entity_id([record[k] for k in keys])
                 state_key = f"{view.state_id}|{shard_of(entity, value)}"
                 group = groups.get(state_key)
                 if group is None:
@@ -218,11 +216,11 @@ class _Shard:
 
     __slots__ = ("entities", "live")
 
-    def __init__(self, entities: dict[str, EntityTiles | bytes] | None = None) -> None:
-        self.entities: dict[str, EntityTiles | bytes] = entities or {}
-        self.live: list[str] = []
+    def __init__(self, entities: dict[Any, EntityTiles | bytes] | None = None) -> None:
+        self.entities: dict[Any, EntityTiles | bytes] = entities or {}
+        self.live: list[Any] = []
 
-    def tiles(self, view: ViewSpec, entity: str) -> EntityTiles:
+    def tiles(self, view: ViewSpec, entity: Any) -> EntityTiles:
         """The live state of ``entity`` (unpacked, or new)."""
         held = self.entities.get(entity)
         if isinstance(held, EntityTiles):
@@ -252,7 +250,7 @@ def _tiles_applier(views: Sequence[ViewSpec]) -> Callable[[_Shard, Routed], Sink
                 [], item.topic, item.partition, item.batch_start, item.batch_end, item.batch_groups
             )
         view = views[item.view]
-        by_entity: dict[str, list[dict[str, Any]]] = {}
+        by_entity: dict[Any, list[dict[str, Any]]] = {}
         for entity, record in item.entries:
             events = by_entity.get(entity)
             if events is None:
@@ -260,8 +258,9 @@ def _tiles_applier(views: Sequence[ViewSpec]) -> Callable[[_Shard, Routed], Sink
             else:
                 events.append(record)
         prefix = keys[item.view]
+        # The Redis key holds the entity as text (entity_id of one value is its str).
         updates = [
-            shard.tiles(view, entity).apply_all(view, prefix + entity, events)
+            shard.tiles(view, entity).apply_all(view, prefix + str(entity), events)
             for entity, events in by_entity.items()
         ]
         return SinkItem(

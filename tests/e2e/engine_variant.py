@@ -28,13 +28,13 @@ if variant == "no-dedupe":
 
     gate.PartitionGate.admit = admit  # type: ignore[method-assign]
 elif variant == "forget-state":
-    original_stateful_map = op.stateful_map
+    original_stateful_batch = op.stateful_batch
     run_id = uuid.uuid4().hex[:8]
 
-    def stateful_map(step_id: str, up: Any, mapper: Any) -> Any:
-        return original_stateful_map(f"{step_id}_{run_id}", up, mapper)
+    def stateful_batch(step_id: str, up: Any, builder: Any) -> Any:
+        return original_stateful_batch(f"{step_id}_{run_id}", up, builder)
 
-    op.stateful_map = stateful_map
+    op.stateful_batch = stateful_batch
 elif variant:
     raise SystemExit(f"unknown FAULTS_VARIANT {variant!r}")
 

@@ -61,7 +61,7 @@ def test_pipeline_benchmark_writes_a_consistent_report(tmp_path: Path) -> None:
         assert fresh["cores_busy"]["engine"] > 0
     memory = results["memory"]
     assert memory["redis_keys"] == MEMORY_USERS  # one tile hash per active user
-    assert memory["engine_rss_bytes"] > memory["marginal_from_rss_bytes"] > 0
+    assert memory["engine_rss_bytes"] >= memory["marginal_from_rss_bytes"] > 0
     assert results["serving"]["featurestream serve --workers 2"]["max"]["non_2xx"] == 0
     assert results["backfill"]["offline"]["events_per_s"] > 0
     report = (out / "pipeline.md").read_text()
