@@ -10,7 +10,6 @@ per-entity state object.
 from __future__ import annotations
 
 import json
-import pickle
 import random
 import statistics
 import subprocess
@@ -50,12 +49,12 @@ def _state_size(view: Any, records: list[dict[str, Any]]) -> dict[str, float]:
         state.apply(view, "k", record)
     in_memory, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    pickled = sum(len(pickle.dumps(s, protocol=5)) for s in states.values())
+    packed = sum(len(s.pack()) for s in states.values())
     n = len(states)
     return {
         "active_entities": n,
         "bytes_in_memory_per_entity": round(in_memory / n),
-        "bytes_pickled_per_entity": round(pickled / n),
+        "bytes_packed_per_entity": round(packed / n),
     }
 
 
@@ -158,7 +157,8 @@ def bench_engine(events: int, reads: int, out_dir: Path, command: str) -> dict[s
         f"- Engine state per active entity ({st['active_entities']:,} entities, the view's "
         f"{results['aggregations']} aggregations): "
         f"**{st['bytes_in_memory_per_entity']:,} B in memory**, "
-        f"{st['bytes_pickled_per_entity']:,} B snapshotted.\n"
+        f"{st['bytes_packed_per_entity']:,} B packed (how a shard holds it between the "
+        "epochs it is active in).\n"
         f"- `FeatureStore.get_online_features`, one entity, all features of `{VIEW}` merged "
         f"from tiles, in process: **p50 {rd['p50']} ms, p99 {rd['p99']} ms** ({reads:,} reads).\n"
     )
