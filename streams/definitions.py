@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from featurestream.errors import ConfigError, DefinitionError
-from featurestream.events import Contract, contract_for_topic, parse_contract
+from featurestream.events import Contract, contract_for_topic, load_contracts, parse_contract
 
 from .core import AggregationSpec, ViewSpec, aggregator_for, default_tile_ms
 
@@ -203,8 +203,8 @@ def _spec_from_json(doc: dict[str, Any]) -> ViewSpec:
 def _local_registry(repo_path: Path) -> tuple[bytes, Path] | None:
     """The repo config's bytes and its local registry file, when both are plain files.
 
-    None when the registry is not a local file or the config uses substitutions
-    (then only Feast itself can read the definitions).
+    None when the registry is not a local file (then only Feast itself can read the
+    definitions).
     """
     import yaml
 
@@ -226,6 +226,15 @@ def _local_registry(repo_path: Path) -> tuple[bytes, Path] | None:
     return (raw, path) if path.is_file() else None
 
 
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("featurestream")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def cached_views(
     repo_path: Path,
     cache_dir: Path,
@@ -243,8 +252,19 @@ def cached_views(
     if local is None:
         return compile_all()
     config, registry = local
-    digest = hashlib.sha256(config + b"\0" + registry.read_bytes()).hexdigest()[:32]
-    entry = cache_dir / f"views-{digest}.json"
+    # Everything the compiled views and the log root depend on: the config as Feast
+    # reads it (environment variables substituted), where the repository is, the
+    # registry, this package's version and the event contracts.
+    digest = hashlib.sha256()
+    for part in (
+        os.path.expandvars(config.decode(errors="replace")).encode(),
+        str(repo_path.resolve()).encode(),
+        registry.read_bytes(),
+        _package_version().encode(),
+        *(c.fingerprint for c in load_contracts()),
+    ):
+        digest.update(len(part).to_bytes(8, "big") + part)
+    entry = cache_dir / f"views-{digest.hexdigest()[:32]}.json"
     try:
         doc = json.loads(entry.read_text())
         return tuple(_spec_from_json(d) for d in doc["views"]), Path(doc["log_root"])

@@ -192,9 +192,10 @@ def _layout_of(view: ViewSpec) -> tuple[_Slot, ...]:
     pos = 0
     for slot, agg in view.slot_items:
         # A slot's tiles are needed while its longest window (plus the tile being
-        # filled and the lateness) can still read or revise them.
+        # filled and the lateness) can still read or revise them, counted from the
+        # newest event, which may be up to the allowed clock skew ahead of the reads.
         keep = max(a.window_ms + a.tile_ms for a in view.aggregations if a.slot == slot)
-        slots.append(_Slot(slot, agg, pos, keep + view.allowed_lateness_ms))
+        slots.append(_Slot(slot, agg, pos, keep + view.allowed_lateness_ms + _SKEW_MS))
         pos += 1 if agg.function == "count" else 2
     layout = tuple(slots)
     _LAYOUTS[id(names)] = (names, layout)

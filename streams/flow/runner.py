@@ -172,6 +172,8 @@ def _return_freed_memory(every_s: float) -> None:
     frees it once written; glibc keeps such freed blocks in its heap, so without this
     the process's resident memory stays at the peak of the largest snapshot.
     """
+    if any(t.name == "malloc-trim" for t in threading.enumerate()):
+        return  # one per process (runs restart after a restore)
     try:
         libc = ctypes.CDLL("libc.so.6")
         trim = libc.malloc_trim

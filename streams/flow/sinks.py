@@ -69,43 +69,39 @@ class _TilePartition(StatelessSinkPartition[SinkItem]):
 class _BatchProgress:
     """Which source offsets are wholly written: a batch counts once all its groups are.
 
-    Per partition, completed batches advance the progress only when they follow on
-    from it (batches complete in order; this does not rely on it).
+    Per partition, batches are kept in the order their first group arrived (the
+    source's order: one worker applies a partition's batches in order) and progress
+    moves past the leading batches that are complete. Offsets need not be contiguous
+    (transaction markers and compaction leave gaps).
     """
 
     def __init__(self) -> None:
-        self._remaining: dict[tuple[str, int, int], int] = {}
-        self._done: dict[tuple[str, int], dict[int, int]] = {}
-        self._next: dict[tuple[str, int], int] = {}
+        # Per partition, in arrival order: batch start -> (groups left, last offset).
+        self._open: dict[tuple[str, int], dict[int, tuple[int, int]]] = {}
 
     def written(self, items: list[SinkItem]) -> dict[ProgressKey, int]:
         """Record ``items`` as written; the new progress (next offset) per partition."""
         changed: set[tuple[str, int]] = set()
         for item in items:
-            batch = (item.topic, item.partition, item.batch_start)
-            left = self._remaining.get(batch, item.batch_groups) - 1
-            if left > 0:
-                self._remaining[batch] = left
-                continue
-            self._remaining.pop(batch, None)
             part = (item.topic, item.partition)
-            self._done.setdefault(part, {})[item.batch_start] = item.batch_end + 1
-            changed.add(part)
+            batches = self._open.setdefault(part, {})
+            left, end = batches.get(item.batch_start, (item.batch_groups, item.batch_end))
+            batches[item.batch_start] = (left - 1, end)
+            if left - 1 <= 0:
+                changed.add(part)
         out: dict[ProgressKey, int] = {}
         for part in changed:
-            done = self._done[part]
-            nxt = self._next.get(part)
-            if nxt is None:
-                # The first batches seen since the start: nothing before them is pending.
-                pending = [start for (t, p, start) in self._remaining if (t, p) == part]
-                nxt = min(*done, *pending) if pending else min(done)
-            advanced = nxt
-            while advanced in done:
-                advanced = done.pop(advanced)
-            if advanced != nxt or part not in self._next:
-                self._next[part] = advanced
-                if advanced != nxt:
-                    out[ProgressKey(*part)] = advanced
+            batches = self._open[part]
+            done = None
+            while batches:
+                start = next(iter(batches))
+                left, end = batches[start]
+                if left > 0:
+                    break
+                del batches[start]
+                done = end
+            if done is not None:
+                out[ProgressKey(*part)] = done + 1
         return out
 
 

@@ -43,19 +43,26 @@ _REDIS_ERRORS = (
 # pairs, deleted fields; then n_progress, partition/offset pairs; then n_views, now_ms,
 # views. Returns whether the marker existed (1 when there is none to check).
 _WRITE_LUA = """
+-- Redis's Lua unpacks at most about 8,000 values per call: commands go in slices.
+local function sliced(cmd, key, from, to)
+  for i = from, to, 1000 do
+    redis.call(cmd, key, unpack(ARGV, i, math.min(i + 999, to)))
+  end
+end
 local had = 1
 if KEYS[1] ~= '' then had = redis.call('EXISTS', KEYS[1]) end
 local a = 1
 for k = 4, #KEYS do
   local ttl, ns, nd = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   a = a + 3
-  if nd > 0 then redis.call('HDEL', KEYS[k], unpack(ARGV, a + 2 * ns, a + 2 * ns + nd - 1)) end
-  if ns > 0 then redis.call('HSET', KEYS[k], unpack(ARGV, a, a + 2 * ns - 1)) end
+  if nd > 0 then sliced('HDEL', KEYS[k], a + 2 * ns, a + 2 * ns + nd - 1) end
+  if ns > 0 then sliced('HSET', KEYS[k], a, a + 2 * ns - 1) end
   redis.call('PEXPIRE', KEYS[k], ttl)
   a = a + 2 * ns + nd
 end
 local np = tonumber(ARGV[a])
-if np > 0 then redis.call('HSET', KEYS[2], unpack(ARGV, a + 1, a + 2 * np)) end
+-- Progress only when the tiles before it are known to be there.
+if np > 0 and had == 1 then sliced('HSET', KEYS[2], a + 1, a + 2 * np) end
 a = a + 1 + 2 * np
 local nv = tonumber(ARGV[a])
 local now = ARGV[a + 1]

@@ -271,3 +271,11 @@ def test_progress_claims_a_batch_only_when_all_its_groups_are_written() -> None:
         ProgressKey("clicks", 1): 6
     }
     assert progress.written([_item(30, 39, 2)]) == {ProgressKey("clicks", 0): 40}
+
+
+def test_progress_moves_past_gaps_in_the_offsets() -> None:
+    # Transaction markers and compaction leave offsets no message has.
+    progress = _BatchProgress()
+    assert progress.written([_item(0, 9, 1)]) == {ProgressKey("clicks", 0): 10}
+    assert progress.written([_item(11, 20, 1)]) == {ProgressKey("clicks", 0): 21}
+    assert progress.written([_item(25, 30, 2), _item(25, 30, 2)]) == {ProgressKey("clicks", 0): 31}

@@ -32,6 +32,7 @@ from tests.oracle import view_values
 
 PROPERTY = settings(max_examples=60, deadline=None)
 KEY = "fst:p:v:7"
+SKEW = 300_000  # the clock skew an event time may have (featurestream.events.MAX_FUTURE_MS)
 
 
 def _view(*aggs: AggregationSpec, lateness_ms: int = 0, **changes: Any) -> ViewSpec:
@@ -201,15 +202,17 @@ def test_eviction_deletes_tiles_older_than_retention_before_the_newest_event() -
     first = state.apply(view, KEY, _event(500))
     assert first.deletes == ()
     assert first.sets == {tile_field(slot, 0): b"1", LAST_EVENT_FIELD: b"500"}
-    assert first.ttl_ms == 11_000 + 300_000  # retention + the allowed clock skew of 5 min
-    # horizon 11_999 - 11_000 = 999 -> the oldest kept tile is 0: nothing goes
-    assert state.apply(view, KEY, _event(11_999)).deletes == ()
-    assert set(state.tiles[slot]) == {0, 11}
-    # horizon 1_000 -> tile 0 (0..999 ms) is older than retention: deleted and reported
-    update = state.apply(view, KEY, _event(12_000))
+    assert first.ttl_ms == 11_000 + SKEW  # retention + the allowed clock skew of 5 min
+    # Tiles are kept for the retention plus the skew: the newest event may be up to the
+    # skew ahead of the clock of the reads that still need them.
+    # horizon 311_999 - 311_000 = 999 -> the oldest kept tile is 0: nothing goes
+    assert state.apply(view, KEY, _event(SKEW + 11_999)).deletes == ()
+    assert set(state.tiles[slot]) == {0, 311}
+    # horizon 1_000 -> tile 0 (0..999 ms) is older than that: deleted and reported
+    update = state.apply(view, KEY, _event(SKEW + 12_000))
     assert update.deletes == (tile_field(slot, 0),)
-    assert set(state.tiles[slot]) == {11, 12}
-    assert state.max_event_ms == 12_000
+    assert set(state.tiles[slot]) == {311, 312}
+    assert state.max_event_ms == SKEW + 12_000
 
 
 def test_an_older_event_neither_evicts_nor_moves_the_newest_time() -> None:
@@ -229,8 +232,19 @@ def test_eviction_reports_every_slot() -> None:
     view = _view(a, b)  # retention = 12 s
     state = EntityTiles()
     state.apply(view, KEY, _event(0))
-    update = state.apply(view, KEY, _event(20_000))
+    update = state.apply(view, KEY, _event(SKEW + 20_000))
     assert sorted(update.deletes) == sorted([tile_field(a.slot, 0), tile_field(b.slot, 0)])
+
+
+def test_each_slot_keeps_its_own_windows_tiles_only() -> None:
+    short = AggregationSpec("n_10s", "count", "event_id", 10_000, 1_000)
+    long = AggregationSpec("n_100s", "count", "event_id", 100_000, 10_000)
+    view = _view(short, long)  # view retention 110 s; the 1-s slot needs 11 s (+ skew)
+    state = EntityTiles()
+    state.apply(view, KEY, _event(0))
+    update = state.apply(view, KEY, _event(SKEW + 12_000))
+    assert update.deletes == (tile_field(short.slot, 0),)  # the 10-s tile 0 stays
+    assert set(state.tiles[long.slot]) == {0, (SKEW + 12_000) // 10_000}
 
 
 def test_entity_tiles_pickles_to_an_equal_state_that_resumes_identically() -> None:
@@ -371,11 +385,15 @@ def test_in_order_events_keep_only_tiles_within_retention(
     state = EntityTiles()
     for e in sorted(events, key=lambda e: e["event_time"]):
         state.apply(view, KEY, e)
-    horizon_ms = state.max_event_ms - view.retention_ms
     for slot, tiles in state.tiles.items():
         tile_ms = view.slots[slot].tile_ms
-        # a tile is kept while any of its ms is within retention of the newest event
+        keep = max(a.window_ms + a.tile_ms for a in aggs if a.slot == slot)
+        horizon_ms = state.max_event_ms - keep - view.allowed_lateness_ms - SKEW
+        # a tile is kept while any of its ms is within its slot's retention of the newest
+        # event; the older ones are gone
         assert all((i + 1) * tile_ms > horizon_ms for i in tiles)
+        kept = {e["event_time"] // tile_ms for e in events if e["event_time"] >= horizon_ms}
+        assert kept <= set(tiles)
 
 
 @PROPERTY
