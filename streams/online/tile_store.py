@@ -1,7 +1,7 @@
 """The online tile store on Redis: the one place that writes and reads tiles.
 
 Writes are coalesced per batch (last value of a field wins) and sent in one
-``MULTI/EXEC`` pipeline together with the source progress, so progress never
+atomic Lua script call together with the source progress, so progress never
 claims events whose tiles Redis does not hold. Reads fetch every requested
 entity's hash in one pipelined round trip and merge tiles in the pure core.
 """
