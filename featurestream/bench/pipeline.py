@@ -145,17 +145,24 @@ def _engine_env(settings: Settings, state: Path, redis_url: str) -> dict[str, st
     )
 
 
-def _warm_views(settings: Settings, state: Path) -> None:
-    """Compile the views into ``state``'s cache, as any earlier run would have."""
+def _warm_views(settings: Settings, state: Path, redis_url: str) -> None:
+    """Compile the views into ``state``'s cache, as any earlier run would have (in the
+    engine's environment: the cache is keyed by the config as it expands there)."""
     from streams.definitions import cached_views, compile_registry
     from streams.offline.feast_store import log_root
     from streams.repo import open_store
 
     def compile_all() -> tuple[tuple[Any, ...], Path]:
-        store = open_store(settings.repo_path, settings.online_redis_url)
+        store = open_store(settings.repo_path, redis_url)
         return compile_registry(store), log_root(store.config)
 
-    cached_views(settings.repo_path, state / "views", compile_all)
+    saved = dict(os.environ)
+    os.environ.update(_engine_env(settings, state, redis_url))
+    try:
+        cached_views(settings.repo_path, state / "views", compile_all)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def _engine_command(processes: int, stop_at_end: bool) -> list[str]:
@@ -173,7 +180,7 @@ def run_engine_timed(
     url = _db_url(settings, db)
     apply_repo(settings.repo_path, url)
     state = work / f"engine-{processes}p"
-    _warm_views(settings, state)
+    _warm_views(settings, state, url)
     log = work / f"engine-{processes}p.log"
     samples: list[tuple[float, int]] = []
     with log.open("wb") as out:
@@ -581,7 +588,7 @@ def measure_memory(users: int, timeout_s: float) -> dict[str, Any]:
         client: Any = redis.Redis.from_url(url)
         redis_before = _used_memory(client)
         state = work / "engine"
-        _warm_views(settings, state)
+        _warm_views(settings, state, url)
         env = _engine_env(settings, state, url)
         samples: list[tuple[int, int]] = []  # (active entities, engine RSS)
         log = work / "engine.log"
