@@ -124,10 +124,9 @@ def consume_decode(bootstrap: str, topic: str, events: int, timeout_s: float) ->
     return {"events": n, "seconds": round(seconds, 2), "events_per_s": round(n / seconds)}
 
 
-def _progress_total(redis_url: str, project: str) -> int:
-    from streams.online import TileStore, connect
-
-    return sum(TileStore(connect(redis_url), redis_url).progress(project).values())
+def _progress_total(store: Any, project: str) -> int:
+    """Events the engine has claimed online (the sum of its next offsets)."""
+    return sum(store.progress(project).values())
 
 
 def _db_url(settings: Settings, db: int) -> str:
@@ -175,10 +174,12 @@ def run_engine_timed(
     settings: Settings, processes: int, db: int, work: Path, events: int, project: str
 ) -> dict[str, Any]:
     """(b) One catch-up run of the engine, its progress watched in Redis."""
+    from streams.online import TileStore, connect
     from streams.repo import apply_repo
 
     url = _db_url(settings, db)
     apply_repo(settings.repo_path, url)
+    tiles = TileStore(connect(url), url)
     state = work / f"engine-{processes}p"
     _warm_views(settings, state, url)
     log = work / f"engine-{processes}p.log"
@@ -192,14 +193,14 @@ def run_engine_timed(
             stderr=subprocess.STDOUT,
         )
         while proc.poll() is None:
-            total = _progress_total(url, project)
+            total = _progress_total(tiles, project)
             if total and (not samples or total != samples[-1][1]):
                 samples.append((time.perf_counter(), total))
             time.sleep(0.02)
         exited = time.perf_counter()
     if proc.returncode != 0:
         raise StackError(f"engine run failed ({proc.returncode}); log {log}:\n{log_tail(log)}")
-    final = _progress_total(url, project)
+    final = _progress_total(tiles, project)
     if final != events or not samples:
         raise StackError(f"engine run claimed {final} of {events} events; log {log}")
     (t_first, n_first), (t_last, n_last) = samples[0], samples[-1]
