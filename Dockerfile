@@ -30,6 +30,7 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 #    are package data and are installed with the package.
 COPY README.md ./
 COPY featurestream ./featurestream
+COPY featurestream_app ./featurestream_app
 COPY streams ./streams
 COPY producers ./producers
 COPY serving ./serving

@@ -1,7 +1,11 @@
 """featurestream: a streaming feature engine for machine learning.
 
-This package is the shared kernel (errors, settings, event contracts) and the
-composition root (the ``featurestream`` CLI and the local stack).
+This package is the shared kernel every layer uses: the exception tree
+(:mod:`featurestream.errors`), typed settings (:mod:`featurestream.settings`),
+the clock (:mod:`featurestream.clock`) and the event contracts with their codec
+(:mod:`featurestream.events`). It holds no I/O adapters; the composition root
+(the ``featurestream`` command, the local stack, benchmarks) is
+:mod:`featurestream_app`.
 """
 
 __all__ = ["__version__"]

@@ -9,13 +9,25 @@ in adapters and re-raised as one of these ``from exc``::
     │   └── DefinitionError    a Feast object cannot be compiled into the engine
     ├── TransientError         retry: a dependency is slow or unavailable
     │   ├── BrokerUnavailable
-    │   └── OnlineStoreUnavailable
-    │       └── OnlineStoreLost  Redis restarted empty: restore the online tiles
+    │   ├── OnlineStoreUnavailable
+    │   │   └── OnlineStoreLost  Redis restarted empty: restore the online tiles
+    │   ├── Overloaded         the feature server serves its maximum of requests
+    │   └── NotReady           the feature server has no registry loaded yet
     ├── StackError             the local stack could not be started or stopped
     │   └── PortInUse
-    └── EventError             one event is bad; it is dead-lettered, the flow goes on
-        ├── DecodeError        bytes that are not a known Avro event
-        └── InvalidEvent       a decoded event that breaks the contract
+    ├── EventError             one event is bad; it is dead-lettered, the flow goes on
+    │   ├── DecodeError        bytes that are not a known Avro event
+    │   └── InvalidEvent       a decoded event that breaks the contract
+    ├── RequestError           terminal for one request: the caller must change it
+    │   ├── InvalidRequest     malformed JSON, wrong type, unequal lengths, ...
+    │   ├── UnknownName        unknown feature, view or feature service
+    │   ├── RequestTooLarge    more entities or bytes than the server accepts
+    │   ├── Unauthenticated    no API key, or not a known one
+    │   └── Forbidden          the key is not granted what the request reads
+    └── TransformFailed        an on-demand view's function raised
+
+Errors of the feature server carry a stable machine-readable ``code`` and know
+nothing of HTTP: ``serving.app`` maps each class to a status code at the boundary.
 
 Messages say what was wrong, what was expected and how to fix it.
 """
@@ -29,12 +41,21 @@ __all__ = [
     "DefinitionError",
     "EventError",
     "FeaturestreamError",
+    "Forbidden",
     "InvalidEvent",
+    "InvalidRequest",
+    "NotReady",
     "OnlineStoreLost",
     "OnlineStoreUnavailable",
+    "Overloaded",
     "PortInUse",
+    "RequestError",
+    "RequestTooLarge",
     "StackError",
+    "TransformFailed",
     "TransientError",
+    "Unauthenticated",
+    "UnknownName",
 ]
 
 
@@ -116,3 +137,57 @@ class DecodeError(EventError):
 
 class InvalidEvent(EventError):
     """The event decoded but breaks the contract (missing field, bad time, ...)."""
+
+
+class RequestError(FeaturestreamError):
+    """A feature request cannot be served as sent; retrying it unchanged fails the same way."""
+
+    code = "invalid_request"
+
+
+class InvalidRequest(RequestError):
+    """The body is not a valid lookup: bad JSON, a wrong type, unequal entity lists, ..."""
+
+    code = "invalid_request"
+
+
+class UnknownName(RequestError):
+    """A feature, feature view or feature service that the registry does not hold."""
+
+    code = "not_found"
+
+
+class RequestTooLarge(RequestError):
+    """More entities per request, or more body bytes, than the server settings allow."""
+
+    code = "too_large"
+
+
+class Unauthenticated(RequestError):
+    """No API key was sent, or the key sent is not one the server knows."""
+
+    code = "unauthenticated"
+
+
+class Forbidden(RequestError):
+    """The API key is valid but not granted the feature service or views requested."""
+
+    code = "forbidden"
+
+
+class Overloaded(TransientError):
+    """The feature server already serves its maximum number of concurrent requests."""
+
+    code = "overloaded"
+
+
+class NotReady(TransientError):
+    """The feature registry has not been loaded (yet); the server cannot plan lookups."""
+
+    code = "not_ready"
+
+
+class TransformFailed(FeaturestreamError):
+    """The function of an on-demand feature view raised or returned unusable values."""
+
+    code = "transform_failed"

@@ -39,21 +39,19 @@ import orjson
 from featurestream.errors import (
     ConfigError,
     FeaturestreamError,
-    OnlineStoreUnavailable,
-)
-
-from .auth import KeyTable, authorize_plan, authorize_selection, bearer_token
-from .catalog import Catalog, RegistrySnapshot
-from .errors import (
     Forbidden,
     InvalidRequest,
     NotReady,
+    OnlineStoreUnavailable,
     Overloaded,
     RequestTooLarge,
     TransformFailed,
     Unauthenticated,
     UnknownName,
 )
+
+from .auth import KeyTable, authorize_plan, authorize_selection, bearer_token
+from .catalog import Catalog, RegistrySnapshot
 from .lookup import assemble, bind
 from .metrics import CONTENT_TYPE, ServerMetrics
 from .online import OnlineReader

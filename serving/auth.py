@@ -21,7 +21,8 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 
-from .errors import Forbidden, Unauthenticated
+from featurestream.errors import Forbidden, Unauthenticated
+
 from .plan import Plan
 from .settings import ALL_GRANT, FEATURES_GRANT, PII_GRANT
 

@@ -26,11 +26,9 @@ from feast.infra.online_stores.helpers import _mmh3, compute_versioned_name
 from feast.stream_feature_view import StreamFeatureView
 from feast.value_type import ValueType
 
-from featurestream.errors import DefinitionError
+from featurestream.errors import DefinitionError, UnknownName
 from streams.core import AggregationSpec, ViewSpec
 from streams.definitions import compile_view
-
-from .errors import UnknownName
 
 __all__ = [
     "Catalog",

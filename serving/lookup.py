@@ -38,10 +38,10 @@ from feast.infra.online_stores.helpers import _redis_key
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.value_type import ValueType
 
+from featurestream.errors import InvalidRequest, TransformFailed
 from streams.core import LAST_EVENT_FIELD, decode_tiles, entity_id, read_window, tile_key
 
 from .catalog import Catalog
-from .errors import InvalidRequest, TransformFailed
 from .plan import Plan, Read
 from .request import LookupRequest
 from .values import (

@@ -26,11 +26,10 @@ from typing import Any, cast
 
 from feast.value_type import ValueType
 
-from featurestream.errors import DefinitionError
+from featurestream.errors import DefinitionError, InvalidRequest, UnknownName
 from streams.core import AggregationSpec
 
 from .catalog import Catalog, OdfvInfo, Ref, ViewInfo, near
-from .errors import InvalidRequest, UnknownName
 
 __all__ = ["Column", "OdfvStep", "Plan", "Read", "parse_refs", "plan_for"]
 

@@ -14,8 +14,9 @@ from typing import Any
 
 import orjson
 
+from featurestream.errors import InvalidRequest, RequestTooLarge
+
 from .catalog import near
-from .errors import InvalidRequest, RequestTooLarge
 
 __all__ = ["LookupRequest", "parse_request"]
 

@@ -19,7 +19,7 @@ from testcontainers.community.redis import PingWaitStrategy, RedisContainer
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.waiting_utils import WaitStrategy, WaitStrategyTarget
 
-from featurestream.stack import free_port
+from featurestream_app.stack import free_port
 
 KAFKA_IMAGE = os.environ.get("KAFKA_IMAGE", "apache/kafka:3.9.1")
 REDIS_IMAGE = os.environ.get("REDIS_IMAGE", "redis:7")

@@ -15,7 +15,7 @@ from typing import Any
 
 import bytewax.operators as op
 
-from featurestream.cli.main import main
+from featurestream_app.cli.main import main
 from streams.core import gate
 
 variant = os.environ.get("FAULTS_VARIANT", "")

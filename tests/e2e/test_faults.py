@@ -33,7 +33,7 @@ from confluent_kafka import Producer
 from testcontainers.core.container import DockerContainer
 
 from featurestream.events import AvroCodec, load_contracts
-from featurestream.stack import free_port
+from featurestream_app.stack import free_port
 from producers import TrafficConfig, TrafficGenerator
 from streams.definitions import compile_registry
 from streams.offline.feast_store import log_root
@@ -160,7 +160,7 @@ def _scenario(
         tmp_path / "engine.log",
     )
     up = subprocess.run(
-        [sys.executable, "-m", "featurestream.cli", "up"],
+        [sys.executable, "-m", "featurestream_app.cli", "up"],
         env=engine.env,
         capture_output=True,
         text=True,

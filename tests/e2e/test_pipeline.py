@@ -23,7 +23,7 @@ MIN = 60_000
 
 def _cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "featurestream.cli", *args],
+        [sys.executable, "-m", "featurestream_app.cli", *args],
         env=env,
         capture_output=True,
         text=True,

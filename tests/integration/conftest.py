@@ -1,5 +1,5 @@
 """The integration tier runs against the embedded local stack (real broker + Redis),
-started by `featurestream.stack.up` on free ports in a temporary state directory.
+started by `featurestream_app.stack.up` on free ports in a temporary state directory.
 
 One stack per test module: lateness is decided per partition from the events it
 holds, so modules must not see each other's events."""
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from featurestream.settings import Settings
-from featurestream.stack import down, free_port, up
+from featurestream_app.stack import down, free_port, up
 
 
 @pytest.fixture(scope="module")

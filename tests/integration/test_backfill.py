@@ -24,7 +24,7 @@ import pytest
 
 from featurestream.events import AvroCodec, load_contracts
 from featurestream.settings import Settings
-from featurestream.stack import cli_env
+from featurestream_app.stack import cli_env
 from producers import EventProducer, TrafficConfig, TrafficGenerator
 from streams.core import ViewSpec, read_view, tile_key
 from streams.definitions import compile_registry
@@ -47,7 +47,7 @@ def _cli(
         FEATURESTREAM_REDIS_URL=f"redis://127.0.0.1:{settings.redis_port}/{redis_db}",
     )
     result = subprocess.run(
-        [sys.executable, "-m", "featurestream.cli", *args],
+        [sys.executable, "-m", "featurestream_app.cli", *args],
         env=env,
         capture_output=True,
         text=True,

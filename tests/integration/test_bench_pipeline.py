@@ -21,7 +21,7 @@ def test_pipeline_benchmark_writes_a_consistent_report(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "featurestream.cli",
+            "featurestream_app.cli",
             "bench",
             "pipeline",
             "--events",

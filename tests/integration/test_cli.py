@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from featurestream.settings import Settings
-from featurestream.stack import free_port
+from featurestream_app.stack import free_port
 
 
 def _cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "featurestream.cli", *args],
+        [sys.executable, "-m", "featurestream_app.cli", *args],
         env={**os.environ, **env},
         capture_output=True,
         text=True,

@@ -33,7 +33,7 @@ import pytest
 
 from featurestream.events import AvroCodec, load_contracts
 from featurestream.settings import Settings
-from featurestream.stack import free_port, redis_server_argv
+from featurestream_app.stack import free_port, redis_server_argv
 from producers import EventProducer, TrafficConfig, TrafficGenerator
 from serving.catalog import Catalog
 from serving.lookup import bind
@@ -188,7 +188,7 @@ def _cli(settings: Settings, repo: Path, *args: str) -> str:
         "FEATURESTREAM_BROKER_PORT": str(settings.broker_port),
     }
     result = subprocess.run(
-        [sys.executable, "-m", "featurestream.cli", *args],
+        [sys.executable, "-m", "featurestream_app.cli", *args],
         env=env,
         capture_output=True,
         text=True,

@@ -14,7 +14,7 @@ import pytest
 
 from featurestream.events import AvroCodec, load_contracts
 from featurestream.settings import Settings
-from featurestream.stack import cli_env
+from featurestream_app.stack import cli_env
 from producers import EventProducer, TrafficConfig, TrafficGenerator
 from streams.online.feast_store import TiledRedisOnlineStore
 from streams.repo import apply_repo, open_store
@@ -27,7 +27,7 @@ def _cli(settings: Settings, repo: Path, *args: str) -> str:
         FEATURESTREAM_REPO_PATH=str(repo),
     )
     result = subprocess.run(
-        [sys.executable, "-m", "featurestream.cli", *args],
+        [sys.executable, "-m", "featurestream_app.cli", *args],
         env=env,
         capture_output=True,
         text=True,

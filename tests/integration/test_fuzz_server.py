@@ -16,9 +16,9 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from featurestream.cli.seed import seed_data
 from featurestream.settings import Settings
-from featurestream.stack import cli_env, free_port
+from featurestream_app.cli.seed import seed_data
+from featurestream_app.stack import cli_env, free_port
 from producers import ClickTraffic, EventProducer
 from streams.repo import apply_repo, open_store
 from tests.support import copy_feature_repo, run_engine_to_end, wait_until
@@ -50,7 +50,16 @@ def api_schema(local_stack: Settings, tmp_path_factory: pytest.TempPathFactory) 
         FEATURESTREAM_REPO_PATH=str(repo),
     )
     server = subprocess.Popen(
-        [sys.executable, "-m", "featurestream.cli", "serve", "--port", str(port), "--workers", "1"],
+        [
+            sys.executable,
+            "-m",
+            "featurestream_app.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
         env=env,
         start_new_session=True,
     )

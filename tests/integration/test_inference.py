@@ -17,10 +17,10 @@ from typing import Any
 
 import pandas as pd
 
-from featurestream.cli.seed import seed_data
 from featurestream.events import AvroCodec, load_contracts
 from featurestream.settings import Settings
-from featurestream.stack import cli_env, free_port
+from featurestream_app.cli.seed import seed_data
+from featurestream_app.stack import cli_env, free_port
 from producers import EventProducer, TrafficConfig, TrafficGenerator
 from streams.repo import open_store
 from tests.support import run_engine_to_end, wait_until
@@ -77,7 +77,7 @@ def test_model_is_trained_on_the_log_and_served_with_the_same_features(
     )
     model = tmp_path / "model.json"
     trained = subprocess.run(
-        [sys.executable, "-m", "featurestream.cli", "train-model", "--out", str(model)],
+        [sys.executable, "-m", "featurestream_app.cli", "train-model", "--out", str(model)],
         env=env,
         capture_output=True,
         text=True,
@@ -94,7 +94,7 @@ def test_model_is_trained_on_the_log_and_served_with_the_same_features(
         [
             sys.executable,
             "-m",
-            "featurestream.cli",
+            "featurestream_app.cli",
             "serve-model",
             "--port",
             str(port),

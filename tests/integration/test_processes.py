@@ -11,7 +11,7 @@ from pathlib import Path
 
 from featurestream.events import AvroCodec, load_contracts
 from featurestream.settings import Settings
-from featurestream.stack import cli_env
+from featurestream_app.stack import cli_env
 from producers import ClickTraffic, EventProducer, TrafficConfig, TrafficGenerator
 from streams.core import read_view, tile_key
 from streams.definitions import compile_registry
@@ -32,7 +32,7 @@ def _run(settings: Settings, repo: Path, state: Path, db: int, *args: str) -> No
         FEATURESTREAM_METRICS_PORT="0",
     )
     result = subprocess.run(
-        [sys.executable, "-m", "featurestream.cli", "run", "--stop-at-end", *args],
+        [sys.executable, "-m", "featurestream_app.cli", "run", "--stop-at-end", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -126,7 +126,7 @@ def test_engine_processes_do_not_outlive_a_killed_parent(
         FEATURESTREAM_METRICS_PORT="0",
     )
     parent = subprocess.Popen(
-        [sys.executable, "-m", "featurestream.cli", "run", "--processes", "2"], env=env
+        [sys.executable, "-m", "featurestream_app.cli", "run", "--processes", "2"], env=env
     )
     deadline = time.monotonic() + 60
     children: list[int] = []

@@ -23,7 +23,7 @@ CODEC = AvroCodec(load_contracts())
 
 def _produce(settings: Settings, *args: str) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "featurestream.cli", "produce", *args],
+        [sys.executable, "-m", "featurestream_app.cli", "produce", *args],
         env={**os.environ, "FEATURESTREAM_BROKER_PORT": str(settings.broker_port)},
         capture_output=True,
         text=True,

@@ -46,7 +46,14 @@ def test_a_restarted_run_resumes_and_counts_every_event_once(
             for click in batch:
                 producer.send(click)
         done = subprocess.run(
-            [sys.executable, "-m", "featurestream.cli", "run", "user_click_stats", "--stop-at-end"],
+            [
+                sys.executable,
+                "-m",
+                "featurestream_app.cli",
+                "run",
+                "user_click_stats",
+                "--stop-at-end",
+            ],
             env=env,
             capture_output=True,
             text=True,

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from featurestream.settings import Settings
-from featurestream.stack import cli_env, free_port, port_open, redis_server_argv
+from featurestream_app.stack import cli_env, free_port, port_open, redis_server_argv
 from producers import ClickTraffic, EventProducer
 from streams.definitions import compile_registry
 from streams.online import ProgressKey, TileStore, connect
@@ -87,7 +87,7 @@ def test_tiles_lost_with_redis_are_restored(
     log = tmp_path / "engine.log"
     with log.open("wb") as out:
         engine = subprocess.Popen(
-            [sys.executable, "-m", "featurestream.cli", "run"],
+            [sys.executable, "-m", "featurestream_app.cli", "run"],
             env=env,
             stdout=out,
             stderr=out,

@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 
 from featurestream.settings import Settings
-from featurestream.stack import free_port
+from featurestream_app.stack import free_port
 from producers import ClickTraffic, EventProducer
 from tests.support import run_engine_to_end, wait_until
 
@@ -44,7 +44,7 @@ def test_feature_server_answers_with_exact_windows(local_stack: Settings, repo: 
         "FEATURESTREAM_REDIS_PORT": str(local_stack.redis_port),
     }
     server = subprocess.Popen(
-        [sys.executable, "-m", "featurestream.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "featurestream_app.cli", "serve", "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from featurestream.errors import ConfigError, DecodeError
 from featurestream.events import AvroCodec, load_contracts
-from featurestream.events.registry import registry_lookup
+from streams.kafka.registry import registry_lookup
 
 CLICK = {"event_id": "e1", "user_id": 7, "item_id": 3, "page": "home", "event_time": 17}
 

@@ -33,10 +33,9 @@ from feast.stream_feature_view import StreamFeatureView
 from feast.types import Float64, Int64, String
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from featurestream.errors import DefinitionError
+from featurestream.errors import DefinitionError, InvalidRequest, TransformFailed, UnknownName
 from featurestream.events import contract_for_topic
 from serving.catalog import Catalog, RegistrySnapshot, python_transform
-from serving.errors import InvalidRequest, TransformFailed, UnknownName
 from serving.lookup import assemble, bind
 from serving.plan import plan_for
 from serving.request import LookupRequest

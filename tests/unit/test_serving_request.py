@@ -9,9 +9,14 @@ import orjson
 import pytest
 from feast.value_type import ValueType
 
-from featurestream.errors import ConfigError
+from featurestream.errors import (
+    ConfigError,
+    Forbidden,
+    InvalidRequest,
+    RequestTooLarge,
+    Unauthenticated,
+)
 from serving.auth import KeyTable, authorize_plan, authorize_selection, bearer_token
-from serving.errors import Forbidden, InvalidRequest, RequestTooLarge, Unauthenticated
 from serving.plan import Plan
 from serving.request import parse_request
 from serving.settings import ServerSettings, parse_api_keys

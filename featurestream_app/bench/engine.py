@@ -19,9 +19,9 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
-from featurestream.cli.produce import KafkaSink, produce_generated
 from featurestream.events import AvroCodec, load_contracts
-from featurestream.stack import cli_env
+from featurestream_app.cli.produce import KafkaSink, produce_generated
+from featurestream_app.stack import cli_env
 from producers import Emission, EventProducer, TrafficConfig, TrafficGenerator
 
 from .machine import describe_machine
@@ -107,7 +107,7 @@ def bench_engine(events: int, reads: int, out_dir: Path, command: str) -> dict[s
                 [
                     sys.executable,
                     "-m",
-                    "featurestream.cli",
+                    "featurestream_app.cli",
                     "run",
                     VIEW,
                     "--stop-at-end",

@@ -10,7 +10,7 @@ On a fresh embedded stack (broker, Redis, everything on this machine):
    processes, each into its own Redis database and state: events/s from the first
    progress the engine writes online to the last, watched in Redis (and with the
    process start, from launch to exit);
-4. (c) the Feast-docs baseline (:mod:`featurestream.bench.baseline`): Bytewax
+4. (c) the Feast-docs baseline (:mod:`featurestream_app.bench.baseline`): Bytewax
    ``KafkaSource`` -> decode -> sliding windows -> ``FeatureStore.push``;
 5. freshness: the engine (the faster process count) tails the topic while clicks are
    produced at half of (b)'s best rate; probe clicks of fresh users are timed from
@@ -39,11 +39,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from featurestream.cli.produce import KafkaSink, produce_generated
 from featurestream.errors import StackError
 from featurestream.events import AvroCodec, load_contracts
 from featurestream.settings import Settings
-from featurestream.stack import cli_env, free_port, log_tail
+from featurestream_app.cli.produce import KafkaSink, produce_generated
+from featurestream_app.stack import cli_env, free_port, log_tail
 from producers import EventProducer, TrafficConfig, TrafficGenerator
 
 from .machine import describe_machine
@@ -165,7 +165,7 @@ def _warm_views(settings: Settings, state: Path, redis_url: str) -> None:
 
 
 def _engine_command(processes: int, stop_at_end: bool) -> list[str]:
-    command = [sys.executable, "-m", "featurestream.cli", "run", VIEW]
+    command = [sys.executable, "-m", "featurestream_app.cli", "run", VIEW]
     command += ["--processes", str(processes)]
     return [*command, "--stop-at-end"] if stop_at_end else command
 
@@ -447,7 +447,7 @@ def measure_freshness(
     """
     env = _engine_env(settings, Path(engine["state_dir"]), _db_url(settings, engine["redis_db"]))
     port = free_port()
-    serve = [sys.executable, "-m", "featurestream.cli", "serve", "--port", str(port)]
+    serve = [sys.executable, "-m", "featurestream_app.cli", "serve", "--port", str(port)]
     bootstrap = settings.bootstrap_servers
     with (
         _process(

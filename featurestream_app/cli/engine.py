@@ -85,7 +85,7 @@ def run_processes(
         stop_at_end: Children stop when their partitions are consumed.
         restore: Called (no arguments) to restore the online tiles from the log.
     """
-    args = [sys.executable, "-m", "featurestream.cli", "run", *views]
+    args = [sys.executable, "-m", "featurestream_app.cli", "run", *views]
     if stop_at_end:
         args.append("--stop-at-end")
     children: list[subprocess.Popen[bytes]] = []

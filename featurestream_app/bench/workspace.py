@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from featurestream.settings import Settings
-from featurestream.stack import down, free_port, up
+from featurestream_app.stack import down, free_port, up
 
 __all__ = ["bench_stack"]
 

@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from featurestream.cli.produce import KafkaSink, produce_generated
 from featurestream.events import AvroCodec, load_contracts
 from featurestream.settings import Settings
-from featurestream.stack import Supervisor, down, free_port, port_open, up
+from featurestream_app.cli.produce import KafkaSink, produce_generated
+from featurestream_app.stack import Supervisor, down, free_port, port_open, up
 from producers import EventProducer, TrafficConfig, TrafficGenerator
 
 from .machine import describe_machine

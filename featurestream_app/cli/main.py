@@ -76,7 +76,7 @@ def _codec(settings: Settings, *, for_producing: bool) -> Any:
 
     if settings.schema_registry_url is None:
         return AvroCodec(load_contracts())
-    from featurestream.events.registry import registry_lookup
+    from streams.kafka.registry import registry_lookup
 
     return AvroCodec(
         load_contracts(),
@@ -89,8 +89,8 @@ def _codec(settings: Settings, *, for_producing: bool) -> Any:
 @_one_line_errors
 def up() -> None:
     """Start the local stack (broker + Redis) or check the configured one; create topics."""
-    from featurestream.stack import stack_topics
-    from featurestream.stack import up as stack_up
+    from featurestream_app.stack import stack_topics
+    from featurestream_app.stack import up as stack_up
 
     settings = _settings()
     for svc in stack_up(settings):
@@ -103,7 +103,7 @@ def up() -> None:
 @_one_line_errors
 def down() -> None:
     """Stop every process the local stack started (by pid)."""
-    from featurestream.stack import down as stack_down
+    from featurestream_app.stack import down as stack_down
 
     stopped = stack_down(_settings())
     click.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
@@ -113,7 +113,7 @@ def down() -> None:
 @_one_line_errors
 def status() -> None:
     """Show what runs and where."""
-    from featurestream.stack import status as stack_status
+    from featurestream_app.stack import status as stack_status
 
     for svc in stack_status(_settings()):
         click.echo(f"{svc.name:<8} {svc.endpoint:<32} {svc.state}")
@@ -327,7 +327,7 @@ def materialize() -> None:
 
     from feast.errors import FeastError
 
-    from featurestream.stack import check_redis
+    from featurestream_app.stack import check_redis
     from streams.repo import open_store
 
     settings = _settings()
@@ -418,7 +418,7 @@ def run(
     process_count: int,
 ) -> None:
     """Run the dataflow of every stream feature view (or the VIEWS named)."""
-    from featurestream.stack import check_broker, check_redis
+    from featurestream_app.stack import check_broker, check_redis
     from streams.definitions import select_views
     from streams.flow import FlowMetrics
     from streams.flow.restore import restore_online
@@ -586,7 +586,7 @@ def backfill(
     if paths:
         source = FileEvents(paths, contracts, topic)
     else:
-        from featurestream.stack import check_broker
+        from featurestream_app.stack import check_broker
 
         check_broker(settings.bootstrap_servers, settings.connect_timeout_s)
         source = KafkaEvents(settings.bootstrap_servers, named, time_range.start_ms)
@@ -601,7 +601,7 @@ def backfill(
         )
     tiles = None
     if online:
-        from featurestream.stack import check_redis
+        from featurestream_app.stack import check_redis
 
         check_redis(settings.online_redis_url, settings.connect_timeout_s)
         tiles = TileStore(connect(settings.online_redis_url), settings.online_redis_url)
@@ -660,7 +660,7 @@ def check_consistency_cmd(
 
     Exits 1 when any feature differs.
     """
-    from featurestream.stack import check_redis
+    from featurestream_app.stack import check_redis
     from streams.consistency import check_consistency
     from streams.definitions import compile_registry, select_views
     from streams.online import TileStore, connect
@@ -717,7 +717,7 @@ def serve(host: str | None, port: int | None, workers: int, use_feast: bool) -> 
     API keys come from FEATURESTREAM_SERVE_API_KEYS_FILE, TLS from
     FEATURESTREAM_SERVE_TLS_KEYFILE and FEATURESTREAM_SERVE_TLS_CERTFILE.
     """
-    from featurestream.stack import check_redis
+    from featurestream_app.stack import check_redis
 
     settings = _settings()
     check_redis(settings.online_redis_url, settings.connect_timeout_s)
@@ -772,7 +772,7 @@ def serve_model_cmd(host: str, port: int, model_path: Path | None) -> None:
     """Serve POST /predict: the recommender's score for a user and a candidate item."""
     import uvicorn
 
-    from featurestream.stack import check_redis
+    from featurestream_app.stack import check_redis
     from serving.inference.app import build_model_app
     from streams.repo import open_store
 
@@ -812,7 +812,7 @@ def bench() -> None:
 @_one_line_errors
 def bench_producer_cmd(events: int, rounds: int, out: Path) -> None:
     """Events/s of one producer process into a fresh local broker."""
-    from featurestream.bench.producer import bench_producer
+    from featurestream_app.bench.producer import bench_producer
 
     command = f"featurestream bench producer --events {events} --rounds {rounds}"
     result = bench_producer(events, rounds, out, command)
@@ -833,7 +833,7 @@ def bench_producer_cmd(events: int, rounds: int, out: Path) -> None:
 @_one_line_errors
 def bench_engine_cmd(events: int, reads: int, out: Path) -> None:
     """Engine events/s, state bytes per entity, Feast read latency."""
-    from featurestream.bench.engine import bench_engine
+    from featurestream_app.bench.engine import bench_engine
 
     command = f"featurestream bench engine --events {events} --reads {reads}"
     result = bench_engine(events, reads, out, command)
@@ -848,7 +848,7 @@ def bench_engine_cmd(events: int, reads: int, out: Path) -> None:
 @_one_line_errors
 def bench_backfill_cmd(events: int, out: Path) -> None:
     """Backfill events/s from Parquet (no Kafka), offline only and with online tiles."""
-    from featurestream.bench.backfill import bench_backfill
+    from featurestream_app.bench.backfill import bench_backfill
 
     command = f"featurestream bench backfill --events {events}"
     result = bench_backfill(events, out, command)
@@ -887,7 +887,7 @@ def bench_pipeline_cmd(
 ) -> None:
     """Throughput against the ceiling and the Feast-docs baseline, freshness, serving,
     memory and backfill in one run: pipeline.{json,md} and plots."""
-    from featurestream.bench.pipeline import bench_pipeline
+    from featurestream_app.bench.pipeline import bench_pipeline
 
     command = (
         f"featurestream bench pipeline --events {events} --users {users} "
@@ -921,7 +921,7 @@ def bench_pipeline_cmd(
 @_one_line_errors
 def bench_serving_cmd(seconds: int, events: int, out: Path) -> None:
     """req/s and latency of feast serve and featurestream serve on the same data (wrk)."""
-    from featurestream.bench.serving import bench_serving
+    from featurestream_app.bench.serving import bench_serving
 
     command = f"featurestream bench serving --seconds {seconds} --events {events}"
     result = bench_serving(seconds, events, out, command)

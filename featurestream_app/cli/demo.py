@@ -13,7 +13,7 @@ import click
 from featurestream.errors import StackError
 from featurestream.events import AvroCodec, load_contracts
 from featurestream.settings import Settings
-from featurestream.stack import Supervisor, log_tail, up
+from featurestream_app.stack import Supervisor, log_tail, up
 from producers import Emission, EventProducer, TrafficConfig, TrafficGenerator
 from streams.consistency import check_consistency
 from streams.definitions import compile_registry
@@ -91,7 +91,7 @@ def run_demo(settings: Settings, *, duration_s: float, rate: float, users: int) 
     sup = Supervisor(settings.state_dir)
     engine = sup.start(
         "engine",
-        [sys.executable, "-m", "featurestream.cli", "run"],
+        [sys.executable, "-m", "featurestream_app.cli", "run"],
         endpoint="",
         ready=lambda: True,
         deadline_s=5,
@@ -203,7 +203,7 @@ def _model(settings: Settings, store: Any, sup: Supervisor, users: list[int]) ->
 
     import pandas as pd
 
-    from featurestream.stack import free_port, port_open
+    from featurestream_app.stack import free_port, port_open
 
     from .model import default_model_path, train
 
@@ -220,7 +220,7 @@ def _model(settings: Settings, store: Any, sup: Supervisor, users: list[int]) ->
     sup.stop("model")
     sup.start(
         "model",
-        [sys.executable, "-m", "featurestream.cli", "serve-model", "--port", str(port)],
+        [sys.executable, "-m", "featurestream_app.cli", "serve-model", "--port", str(port)],
         endpoint=f"http://127.0.0.1:{port}",
         ready=lambda: port_open("127.0.0.1", port),
         deadline_s=60,

@@ -27,7 +27,7 @@ from typing import Any
 from featurestream.errors import StackError
 from featurestream.events import AvroCodec, load_contracts
 from featurestream.settings import Settings
-from featurestream.stack import cli_env, free_port, log_tail
+from featurestream_app.stack import cli_env, free_port, log_tail
 from producers import EventProducer, TrafficConfig, TrafficGenerator
 
 from .machine import describe_machine
@@ -48,7 +48,7 @@ def _wrk() -> str:
 
 def _prepare(settings: Settings, events: int) -> list[int]:
     """Batch data materialized and ``events`` stream events run through the engine."""
-    from featurestream.cli.seed import seed_data
+    from featurestream_app.cli.seed import seed_data
     from streams.repo import open_store
 
     seed_data(settings.repo_path / "data", first_user=1, users=_USERS, items=1_000, seed=3)
@@ -69,7 +69,7 @@ def _prepare(settings: Settings, events: int) -> list[int]:
                     users.add(emission.record["user_id"])
                     producer.send_record(topic, emission.record)
     subprocess.run(
-        [sys.executable, "-m", "featurestream.cli", "run", "--stop-at-end"],
+        [sys.executable, "-m", "featurestream_app.cli", "run", "--stop-at-end"],
         env=cli_env(
             settings,
             FEATURESTREAM_STATE_DIR=str(settings.state_dir / "engine"),
@@ -186,7 +186,7 @@ def bench_serving(seconds: int, events: int, out_dir: Path, command: str) -> dic
             "featurestream serve --workers 2": lambda port: [
                 sys.executable,
                 "-m",
-                "featurestream.cli",
+                "featurestream_app.cli",
                 "serve",
                 "--port",
                 str(port),

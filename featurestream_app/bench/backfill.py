@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from featurestream.events import AvroCodec, load_contracts
-from featurestream.stack import cli_env
+from featurestream_app.stack import cli_env
 from producers import TrafficConfig, TrafficGenerator
 
 from .machine import describe_machine
@@ -51,7 +51,7 @@ def _write_clicks(path: Path, events: int, end_ms: int) -> None:
 def _run(env: dict[str, str], *args: str) -> tuple[float, float, str]:
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "featurestream.cli", "backfill", *args],
+        [sys.executable, "-m", "featurestream_app.cli", "backfill", *args],
         env=env,
         check=True,
         capture_output=True,
