@@ -5,7 +5,7 @@ Routes:
 * ``POST /get-online-features``: Feast's request and response JSON (see
   :mod:`serving.request`, :mod:`serving.plan`, :mod:`serving.lookup`);
 * ``GET /health``: 200 while the process runs;
-* ``GET /ready``: 200 when the registry is loaded and Redis answers a PING in time;
+* ``GET /ready``: 200 when the registry is loaded and the online store answers in time;
 * ``GET /features``: every view, feature and feature service;
 * ``GET /metrics``: Prometheus text.
 
@@ -18,7 +18,7 @@ carries ``X-Request-ID`` (the caller's, when it sent a usable one); error log li
 carry ``request_id=``. Unexpected exceptions are logged with their traceback and
 answered with a generic 500, never with the traceback.
 
-Life cycle (ASGI lifespan): start-up creates the Redis reader, loads the registry
+Life cycle (ASGI lifespan): start-up creates the online-store reader, loads the registry
 in a worker thread and starts the refresh task; shutdown stops both. Building the
 application does no I/O.
 """
@@ -49,12 +49,12 @@ from featurestream.errors import (
     Unauthenticated,
     UnknownName,
 )
+from streams.online import OnlineReader
 
 from .auth import KeyTable, authorize_plan, authorize_selection, bearer_token
 from .catalog import Catalog, RegistrySnapshot
 from .lookup import assemble, bind
 from .metrics import CONTENT_TYPE, ServerMetrics
-from .online import OnlineReader
 from .openapi import OPENAPI
 from .plan import plan_for
 from .request import parse_request
@@ -129,7 +129,7 @@ class FeatureServer:
 
     Args:
         registry: Loads registry snapshots (blocking; called in a thread).
-        reader: Builds the Redis reader at start-up (no I/O until then).
+        reader: Builds the online-store reader at start-up (no I/O until then).
         settings: Limits and options.
         clock: The read clock of stream windows, epoch ms (injected; tests pin it).
     """
@@ -194,13 +194,13 @@ class FeatureServer:
                 return
 
     async def startup(self) -> None:
-        """Create the Redis reader, load the registry, start the refresh task."""
+        """Create the online-store reader, load the registry, start the refresh task."""
         self._reader = self._make_reader()
         await self.refresh_registry()
         self._refresher = asyncio.create_task(self._refresh_loop(), name="registry-refresh")
 
     async def shutdown(self) -> None:
-        """Stop the refresh task and close the Redis reader."""
+        """Stop the refresh task and close the online-store reader."""
         if self._refresher is not None:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -410,8 +410,8 @@ class FeatureServer:
             lookup = bind(plan, request, catalog)
             self.metrics.entities.observe(request.rows)
             read_ms = self.clock()
-            replies = await self._reader.fetch(lookup.commands)
-            answer = assemble(lookup, replies, read_ms, enforce_ttl=settings.enforce_ttl)
+            answers = await self._reader.fetch(lookup.reads)
+            answer = assemble(lookup, answers, read_ms, enforce_ttl=settings.enforce_ttl)
             return 200, orjson.dumps(answer), [_JSON]
         finally:
             self._in_flight -= 1

@@ -3,7 +3,8 @@
 A :class:`Catalog` is built once per registry version from a
 :class:`RegistrySnapshot` (read from the registry by :mod:`serving.registry`).
 It holds, per feature view, on-demand view and feature service, what a lookup
-needs (join keys and their types, Redis field names, compiled stream specs), the
+needs (join keys and their types, compiled stream specs, the name under which
+Feast stores a batch view's rows), the
 ``GET /features`` listing, and the cache of compiled lookup plans. A new registry
 version gets a new catalog, so cached plans never outlive the definitions they
 were compiled from.
@@ -22,7 +23,7 @@ from typing import Any, NamedTuple
 
 import orjson
 from feast.feature_view import DUMMY_ENTITY_NAME
-from feast.infra.online_stores.helpers import _mmh3, compute_versioned_name
+from feast.infra.online_stores.helpers import compute_versioned_name
 from feast.stream_feature_view import StreamFeatureView
 from feast.value_type import ValueType
 
@@ -91,9 +92,7 @@ class ViewInfo:
         pii: Tagged ``pii``.
         ttl_ms: The view's ``ttl`` (None: none).
         spec: The engine spec of a tiled view.
-        redis_name: Name of the view in Feast's Redis hash fields.
-        fields: Feature -> Redis hash field (Feast layout).
-        ts_field: Hash field of the row's event timestamp (Feast layout).
+        storage_name: The view's name in Feast's online store (its versioned name).
         problem: Why the server cannot read this view (None: it can).
     """
 
@@ -110,9 +109,7 @@ class ViewInfo:
     owner: str
     description: str
     spec: ViewSpec | None
-    redis_name: str
-    fields: Mapping[str, bytes]
-    ts_field: str
+    storage_name: str
     problem: str | None
 
     @property
@@ -276,7 +273,7 @@ class Catalog:
                 )
             except DefinitionError as exc:
                 problem = str(exc)
-        redis_name = compute_versioned_name(view, snapshot.versioned_online_reads)
+        storage_name = compute_versioned_name(view, snapshot.versioned_online_reads)
         # Join keys are not features (a registry round trip may list them among them).
         keys = {*join_keys, *(c.name for c in view.entity_columns)}
         fields = [f for f in view.features if f.name not in keys]
@@ -297,9 +294,7 @@ class Catalog:
             owner=view.owner or "",
             description=view.description or "",
             spec=spec,
-            redis_name=redis_name,
-            fields={name: _mmh3(f"{redis_name}:{name}") for name in features},
-            ts_field=f"_ts:{redis_name}",
+            storage_name=storage_name,
             problem=problem,
         )
 

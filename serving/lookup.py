@@ -1,12 +1,10 @@
-"""Bind a request to its plan, list the Redis commands, assemble the answer (pure).
+"""Bind a request to its plan, list the online store's reads, assemble the answer (pure).
 
-:func:`bind` checks the entity values against the registry's types and builds the
-commands of the whole request: ``HGETALL`` of every tiled view's entity hash
-(``fst:{project}:{view}:{entity}``, see :mod:`streams.core.tiles`) and ``HMGET`` of
-every batch view's fields in Feast's Redis layout (key = Feast's
-``serialize_entity_key`` + project, fields = ``mmh3("{view}:{feature}")`` and
-``_ts:{view}``). The adapter sends them in one pipelined round trip;
-:func:`assemble` turns the replies into Feast's response JSON.
+:func:`bind` checks the entity values against the registry's types and lists the
+reads of the whole request (the online-store port's :class:`~streams.online.TilesRead`
+of every tiled view's entity and :class:`~streams.online.FeastRowRead` of every batch
+view's row). The store's reader answers them in one round trip; :func:`assemble`
+turns the answers into Feast's response JSON.
 
 Values and statuses follow ``feast serve`` on this repository (through
 :class:`streams.online.feast_store.TiledRedisOnlineStore`):
@@ -29,26 +27,24 @@ the read time of the newest event (stream views) or of the row's event timestamp
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from feast.infra.online_stores.helpers import _redis_key
-from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.value_type import ValueType
 
 from featurestream.errors import InvalidRequest, TransformFailed
-from streams.core import LAST_EVENT_FIELD, decode_tiles, entity_id, read_window, tile_key
+from streams.core import StoredTiles, entity_id, read_window
+from streams.online import FeastRow, FeastRowRead, Read, TilesRead
 
 from .catalog import Catalog
-from .plan import Plan, Read
+from .plan import Plan
+from .plan import Read as PlanRead
 from .request import LookupRequest
 from .values import (
     EPOCH,
     check_value,
     describe_type,
-    entity_value_proto,
     iso_from_ms,
     native_from_bytes,
     native_from_python,
@@ -57,28 +53,26 @@ from .values import (
     tile_value,
 )
 
-__all__ = ["BoundLookup", "Command", "assemble", "bind"]
-
-Command = tuple[Any, ...]
+__all__ = ["BoundLookup", "assemble", "bind"]
 
 PRESENT = "PRESENT"
 NOT_FOUND = "NOT_FOUND"
 OUTSIDE_MAX_AGE = "OUTSIDE_MAX_AGE"
-_LAST = LAST_EVENT_FIELD.encode()
+_NO_TILES: dict[int, Any] = {}
 
 
 @dataclass(frozen=True)
 class BoundLookup:
-    """A request bound to its plan: the commands to send and how to read the replies.
+    """A request bound to its plan: the reads to send and how to use their answers.
 
     Attributes:
         plan: The plan.
         request: The request.
         key_columns: ``(join key, values)`` returned first, in the order given.
         request_values: Request field -> values, for on-demand views.
-        rows_of: Per read, the position of each row's entity in the read's replies.
-        starts: Per read, the index of its first reply.
-        commands: Every command of the request, in reply order.
+        rows_of: Per plan read, the position of each row's entity in its answers.
+        starts: Per plan read, the index of its first answer.
+        reads: Every online-store read of the request, in answer order.
     """
 
     plan: Plan
@@ -87,23 +81,7 @@ class BoundLookup:
     request_values: dict[str, list[Any]]
     rows_of: list[list[int]]
     starts: list[int]
-    commands: list[Command]
-
-
-@functools.lru_cache(maxsize=65_536)
-def _feast_key(
-    project: str,
-    version: int,
-    join_keys: tuple[str, ...],
-    types: tuple[ValueType, ...],
-    values: tuple[Any, ...],
-) -> bytes:
-    entity_key = EntityKeyProto(
-        join_keys=list(join_keys),
-        entity_values=[entity_value_proto(t, v) for t, v in zip(types, values, strict=True)],
-    )
-    key: bytes = _redis_key(project, entity_key, entity_key_serialization_version=version)
-    return key
+    reads: list[Read]
 
 
 def _check_column(key: str, values: list[Any], value_type: ValueType, what: str) -> None:
@@ -158,14 +136,13 @@ def _split_entities(
     return key_columns, request_values, join_values
 
 
-def _read_commands(
-    read: Read,
+def _reads_of(
+    read: PlanRead,
     join_values: dict[str, list[Any]],
     rows: int,
-    catalog: Catalog,
-    commands: list[Command],
+    reads: list[Read],
 ) -> list[int]:
-    """Append one command per distinct entity of ``read``; the entity position of each row."""
+    """Append one read per distinct entity of ``read``; the entity position of each row."""
     view = read.view
     keys = view.spec.join_keys if view.spec is not None else view.join_keys
     absent = [k for k in keys if k not in join_values]
@@ -175,32 +152,26 @@ def _read_commands(
             f"{view.name!r}; got: {', '.join(join_values) or 'no join keys'}"
         )
     columns = [join_values[k] for k in keys]
-    types = tuple(catalog.join_key_types[k] for k in keys)
     seen: dict[Any, int] = {}
     positions = []
+    spec, feast_rows = view.spec, read.rows
     for row in range(rows):
         ident = columns[0][row] if len(columns) == 1 else tuple(c[row] for c in columns)
         at = seen.get(ident)
         if at is None:
             at = seen[ident] = len(seen)
             key_values: tuple[Any, ...] = (ident,) if len(columns) == 1 else ident
-            if view.spec is not None:
-                entity = entity_id(key_values)
-                commands.append(("HGETALL", tile_key(catalog.project, view.name, entity)))
+            if spec is not None:
+                reads.append(TilesRead(spec, entity_id(key_values)))
             else:
-                try:
-                    redis_key = _feast_key(
-                        catalog.project, catalog.key_version, keys, types, key_values
-                    )
-                except ValueError as exc:
-                    raise InvalidRequest(f"view {view.name!r}: {exc}") from None
-                commands.append(("HMGET", redis_key, *read.fields))
+                assert feast_rows is not None  # a batch view's plan read has its rows
+                reads.append(FeastRowRead(feast_rows, key_values))
         positions.append(at)
     return positions
 
 
 def bind(plan: Plan, request: LookupRequest, catalog: Catalog) -> BoundLookup:
-    """Check ``request`` against ``plan`` and list its Redis commands.
+    """Check ``request`` against ``plan`` and list its online-store reads.
 
     Entries of ``entities`` that are neither a join key, an entity name nor a request
     field the plan needs are ignored, as Feast does.
@@ -212,11 +183,11 @@ def bind(plan: Plan, request: LookupRequest, catalog: Catalog) -> BoundLookup:
     key_columns, request_values, join_values = _split_entities(plan, request, catalog)
     rows_of: list[list[int]] = []
     starts: list[int] = []
-    commands: list[Command] = []
+    reads: list[Read] = []
     for read in plan.reads:
-        starts.append(len(commands))
-        rows_of.append(_read_commands(read, join_values, request.rows, catalog, commands))
-    return BoundLookup(plan, request, key_columns, request_values, rows_of, starts, commands)
+        starts.append(len(reads))
+        rows_of.append(_reads_of(read, join_values, request.rows, reads))
+    return BoundLookup(plan, request, key_columns, request_values, rows_of, starts, reads)
 
 
 # A decoded entity of one read: (JSON values, statuses, timestamp text, newest event ms).
@@ -224,22 +195,22 @@ _Cell = tuple[list[Any], list[str], str, int | None]
 
 
 def _tiled_cells(
-    read: Any, replies: Sequence[Any], read_ms: int, staleness: int | None
+    read: PlanRead, answers: Sequence[Any], read_ms: int, staleness: int | None
 ) -> list[_Cell]:
-    spec = read.view.spec
     cells: list[_Cell] = []
-    for raw in replies:
-        last = raw.get(_LAST) if raw else None
-        last_ms = int(last) if last else None
+    for stored in answers:
+        last_ms = stored.newest_event_ms if isinstance(stored, StoredTiles) else None
         if staleness is not None and last_ms is not None and read_ms - last_ms > staleness:
             n = len(read.aggs)
             cells.append(([None] * n, [OUTSIDE_MAX_AGE] * n, iso_from_ms(last_ms), last_ms))
             continue
-        tiles = decode_tiles(spec, raw) if raw else None
+        tiles = stored.tiles if stored is not None else None
         values: list[Any] = []
         statuses: list[str] = []
         for agg in read.aggs:
-            value = read_window(agg, tiles[agg.slot] if tiles else {}, read_ms)
+            value = read_window(
+                agg, tiles.get(agg.slot, _NO_TILES) if tiles else _NO_TILES, read_ms
+            )
             value = tile_value(agg.aggregator.value_type, value)
             values.append(value)
             statuses.append(PRESENT if value is not None else NOT_FOUND)
@@ -249,7 +220,7 @@ def _tiled_cells(
 
 
 def _feast_cells(
-    read: Any, replies: Sequence[Any], read_ms: int, staleness: int | None, enforce_ttl: bool
+    read: PlanRead, answers: Sequence[Any], read_ms: int, staleness: int | None, enforce_ttl: bool
 ) -> list[_Cell]:
     view = read.view
     ttl_ms = view.ttl_ms if enforce_ttl else None
@@ -257,15 +228,15 @@ def _feast_cells(
         staleness = None
     n = len(read.features)
     cells: list[_Cell] = []
-    for reply in replies:
-        text, ts_ms = stored_timestamp(reply[-1])
+    for row in answers:
+        text, ts_ms = stored_timestamp(row.timestamp)
         if ts_ms is not None and (
             (ttl_ms is not None and read_ms - ts_ms > ttl_ms)
             or (staleness is not None and read_ms - ts_ms > staleness)
         ):
             cells.append(([None] * n, [OUTSIDE_MAX_AGE] * n, text, ts_ms))
             continue
-        values = [native_from_bytes(raw) for raw in reply[:n]]
+        values = [native_from_bytes(raw) for raw in row.values]
         cells.append((values, [PRESENT] * n, text, ts_ms))
     return cells
 
@@ -274,7 +245,7 @@ def _odfv_inputs(
     lookup: BoundLookup,
     step: Any,
     cells: list[list[_Cell]],
-    replies: Sequence[Any],
+    answers: Sequence[Any],
 ) -> dict[str, Any]:
     inputs: dict[str, Any] = {k: v for k, v in lookup.key_columns}
     inputs.update(lookup.request_values)
@@ -292,7 +263,8 @@ def _odfv_inputs(
             if read_cells[u][1][feature_index] == OUTSIDE_MAX_AGE:
                 column.append(None)
             else:
-                column.append(python_from_bytes(replies[start + u][feature_index], value_type))
+                row: FeastRow = answers[start + u]
+                column.append(python_from_bytes(row.values[feature_index], value_type))
         inputs[name] = column
     return inputs
 
@@ -334,12 +306,12 @@ def _age(read_ms: int, newest_ms: int | None) -> int | None:
 
 def assemble(
     lookup: BoundLookup,
-    replies: Sequence[Any],
+    answers: Sequence[StoredTiles | FeastRow | None],
     read_ms: int,
     *,
     enforce_ttl: bool = True,
 ) -> dict[str, Any]:
-    """The response of ``lookup`` from the replies of its commands, read at ``read_ms``.
+    """The response of ``lookup`` from the answers to its reads, read at ``read_ms``.
 
     Raises:
         TransformFailed: when an on-demand view raises or returns unusable values.
@@ -358,11 +330,11 @@ def assemble(
     cells: list[list[_Cell]] = []
     for index, read in enumerate(plan.reads):
         start = lookup.starts[index]
-        end = lookup.starts[index + 1] if index + 1 < len(plan.reads) else len(replies)
+        end = lookup.starts[index + 1] if index + 1 < len(plan.reads) else len(answers)
         if read.view.tiled:
-            cells.append(_tiled_cells(read, replies[start:end], read_ms, staleness))
+            cells.append(_tiled_cells(read, answers[start:end], read_ms, staleness))
         else:
-            cells.append(_feast_cells(read, replies[start:end], read_ms, staleness, enforce_ttl))
+            cells.append(_feast_cells(read, answers[start:end], read_ms, staleness, enforce_ttl))
     for column in plan.columns:
         read_cells = cells[column.read]
         rows_of = lookup.rows_of[column.read]
@@ -386,7 +358,7 @@ def assemble(
             }
         )
     for step in plan.odfvs:
-        inputs = _odfv_inputs(lookup, step, cells, replies)
+        inputs = _odfv_inputs(lookup, step, cells, answers)
         for (_, name, _), values in zip(step.outputs, _apply(step, inputs, rows), strict=True):
             names.append(name)
             results.append(

@@ -28,6 +28,7 @@ from feast.value_type import ValueType
 
 from featurestream.errors import DefinitionError, InvalidRequest, UnknownName
 from streams.core import AggregationSpec
+from streams.online import FeastRows
 
 from .catalog import Catalog, OdfvInfo, Ref, ViewInfo, near
 
@@ -42,14 +43,14 @@ class Read:
         view: The view.
         prefix: Its name in the response (``prefix__feature`` with full names).
         features: Features fetched, in order.
-        fields: Hash fields fetched with HMGET (Feast layout): features, then timestamp.
+        rows: What the online store reads of a batch view (None for tiled views).
         aggs: Aggregation of each feature (tiled views).
     """
 
     view: ViewInfo
     prefix: str
     features: tuple[str, ...]
-    fields: tuple[bytes | str, ...]
+    rows: FeastRows | None
     aggs: tuple[AggregationSpec, ...]
 
 
@@ -204,7 +205,7 @@ class _Selection:
 
 
 def _reads(
-    selection: _Selection, full_feature_names: bool
+    selection: _Selection, catalog: Catalog, full_feature_names: bool
 ) -> tuple[list[Read], list[Column], dict[tuple[str, str], tuple[int, int]]]:
     ordered = [p for p, (v, _) in selection.fetched.items() if not v.tiled]
     ordered += [p for p, (v, _) in selection.fetched.items() if v.tiled]
@@ -219,7 +220,16 @@ def _reads(
                 view=view,
                 prefix=prefix,
                 features=tuple(features),
-                fields=(*(view.fields[f] for f in features), view.ts_field),
+                rows=None
+                if view.tiled
+                else FeastRows(
+                    catalog.project,
+                    view.storage_name,
+                    view.join_keys,
+                    tuple(catalog.join_key_types.get(k, ValueType.UNKNOWN) for k in view.join_keys),
+                    catalog.key_version,
+                    tuple(features),
+                ),
                 aggs=tuple(aggs[f] for f in features) if view.tiled else (),
             )
         )
@@ -273,7 +283,7 @@ def compile_plan(
     for ref in refs:
         selection.add(ref, catalog)
     _check_collisions(refs, full_feature_names)
-    reads, columns, position = _reads(selection, full_feature_names)
+    reads, columns, position = _reads(selection, catalog, full_feature_names)
     steps = [
         _odfv_step(prefix, odfv, features, reads, position, full_feature_names)
         for prefix, (odfv, features) in selection.odfvs.items()

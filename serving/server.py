@@ -23,11 +23,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from featurestream.clock import wall_clock_ms
 from featurestream.errors import ConfigError
-from streams.online import wall_clock_ms
+from streams.online import OnlineReader, connect_online_reader
 
 from .app import FeatureServer
-from .online import OnlineReader, make_reader
 from .registry import StoreRegistry
 from .settings import ServerSettings
 
@@ -49,13 +49,13 @@ def build_app(
 
     Args:
         store: A ``feast.FeatureStore`` (``streams.repo.open_store``).
-        redis_url: The online store (``redis://host:port/db``).
+        redis_url: The online store's URL (``redis://host:port/db``).
         settings: Limits and options.
         clock: Read clock of stream windows in epoch ms (default: wall clock).
     """
 
     def reader() -> OnlineReader:
-        return make_reader(
+        return connect_online_reader(
             redis_url,
             kind=settings.redis_client,
             timeout_ms=settings.redis_timeout_ms,

@@ -26,7 +26,6 @@ __all__ = [
     "EPOCH",
     "check_value",
     "describe_type",
-    "entity_value_proto",
     "iso_from_ms",
     "native_from_bytes",
     "native_from_python",
@@ -230,16 +229,3 @@ def check_value(value_type: ValueType, value: Any) -> bool:
     if value_type == ValueType.BOOL:
         return kind is bool
     return True
-
-
-def entity_value_proto(value_type: ValueType, value: Any) -> ValueProto:
-    """The ``ValueProto`` of a join key value (a checked int or str)."""
-    if value_type == ValueType.INT64:
-        return ValueProto(int64_val=value)
-    if value_type == ValueType.INT32:
-        return ValueProto(int32_val=value)
-    if value_type == ValueType.STRING:
-        return ValueProto(string_val=value)
-    if value_type == ValueType.UNIX_TIMESTAMP:
-        return ValueProto(unix_timestamp_val=value)
-    raise ValueError(f"join keys of type {value_type.name} are not supported")

@@ -21,19 +21,20 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from featurestream.clock import Clock, wall_clock_ms
 from featurestream.errors import ConfigError
 
-from .core import ViewSpec, entity_id, tile_key
+from .core import ViewSpec, entity_id
 from .offline.feast_store import log_root
 from .offline.log import read_view_log
-from .online.tile_store import TileStore, wall_clock_ms
+from .online import OnlineStore
 
 __all__ = ["ConsistencyReport", "FeatureResult", "check_consistency", "same_value"]
 
@@ -95,7 +96,7 @@ def same_value(online: Any, offline: Any) -> bool:
 
 
 def _entity_values(view: ViewSpec, entity: str) -> tuple[Any, ...]:
-    """Join key values from the entity part of a tile key."""
+    """Join key values from an entity's text (:func:`~streams.core.entity_id`)."""
     values = json.loads(entity) if len(view.join_keys) > 1 else [entity]
     types = dict(view.field_types)
     out = []
@@ -106,16 +107,10 @@ def _entity_values(view: ViewSpec, entity: str) -> tuple[Any, ...]:
 
 
 def sample_entities(
-    client: Any, view: ViewSpec, count: int, rng: random.Random
+    online: OnlineStore, view: ViewSpec, count: int, rng: random.Random
 ) -> list[tuple[Any, ...]]:
     """Up to ``count`` entities that have tiles online, chosen by ``rng``."""
-    prefix = tile_key(view.project, view.name, "")
-    keys = []
-    for key in client.scan_iter(match=prefix + "*", count=1000):
-        keys.append(key.decode()[len(prefix) :])
-        if len(keys) >= _SCAN_LIMIT:
-            break
-    keys.sort()
+    keys = sorted(online.entities(view, _SCAN_LIMIT))
     chosen = rng.sample(keys, min(count, len(keys)))
     return [_entity_values(view, e) for e in sorted(chosen)]
 
@@ -133,8 +128,7 @@ def _online_store(store: Any) -> Any:
 def check_consistency(
     store: Any,
     views: Sequence[ViewSpec],
-    tiles: TileStore,
-    client: Any,
+    online: OnlineStore,
     *,
     entities: int = 100,
     rounds: int = 3,
@@ -142,15 +136,14 @@ def check_consistency(
     seed: int = 0,
     wait_s: float = 30.0,
     max_examples: int = 5,
-    clock: Callable[[], int] = wall_clock_ms,
+    clock: Clock = wall_clock_ms,
 ) -> ConsistencyReport:
     """Compare online and offline reads of ``views`` for sampled entities and times.
 
     Args:
         store: The ``feast.FeatureStore``.
         views: The stream views to check (compiled from the same store).
-        tiles: The online tile store (for the newest event time per entity).
-        client: The Redis client of ``tiles`` (to sample entities).
+        online: The online store (to sample entities and read their newest event time).
         entities: Entities sampled per view.
         rounds: Read times per entity; a read time is "now" at each round.
         interval_s: Pause between rounds (windows slide meanwhile).
@@ -163,7 +156,7 @@ def check_consistency(
         ConfigError: when no view has an entity online.
     """
     rng = random.Random(seed)  # noqa: S311 - sampling, not security
-    sampled = {v.name: sample_entities(client, v, entities, rng) for v in views}
+    sampled = {v.name: sample_entities(online, v, entities, rng) for v in views}
     views = [v for v in views if sampled[v.name]]
     if not views:
         raise ConfigError(
@@ -187,7 +180,7 @@ def check_consistency(
                 values = store.get_online_features(
                     features=refs, entity_rows=rows, full_feature_names=True
                 ).to_dict()
-                (last,) = tiles.read([(view, [entity_id(list(k)) for k in keys])], read_ms)
+                (last,) = online.read([(view, [entity_id(list(k)) for k in keys])], read_ms)
                 for i, key in enumerate(keys):
                     online_rows.append(
                         {

@@ -1,11 +1,11 @@
-"""Helpers shared by the integration and e2e tiers (no fixtures, no magic)."""
+"""Helpers shared by every tier of tests (no fixtures, no magic)."""
 
 from __future__ import annotations
 
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,23 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FEATURE_REPO = REPO_ROOT / "feature_repo"
+
+
+def read_after(
+    view: Any, updates: Sequence[Any], read_time_ms: int, entity: str | None = None
+) -> Any:
+    """What an online store holds for one entity after ``updates`` (tile updates, in
+    order), read at ``read_time_ms``: every aggregation's value. Uses the in-memory
+    store of the port (the unit tests' online store)."""
+    from featurestream.clock import fixed_clock
+    from streams.online.memory import MemoryOnlineStore
+
+    store = MemoryOnlineStore(clock=fixed_clock(read_time_ms))
+    for update in updates:
+        store.write([update], project=view.project)
+    entity = entity if entity is not None else (updates[0].entity if updates else "")
+    ((values, _),) = store.read([(view, [entity])], read_time_ms)[0]
+    return values
 
 
 def copy_feature_repo(dest: Path) -> Path:

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from featurestream.events import AvroCodec, load_contracts
-from featurestream_app.cli.produce import KafkaSink, produce_generated
 from featurestream_app.stack import cli_env
+from featurestream_app.traffic import KafkaSink, produce_generated
 from producers import Emission, EventProducer, TrafficConfig, TrafficGenerator
 
 from .machine import describe_machine

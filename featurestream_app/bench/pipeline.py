@@ -42,8 +42,8 @@ from typing import Any
 from featurestream.errors import StackError
 from featurestream.events import AvroCodec, load_contracts
 from featurestream.settings import Settings
-from featurestream_app.cli.produce import KafkaSink, produce_generated
 from featurestream_app.stack import cli_env, free_port, log_tail
+from featurestream_app.traffic import KafkaSink, produce_generated
 from producers import EventProducer, TrafficConfig, TrafficGenerator
 
 from .machine import describe_machine
@@ -170,22 +170,50 @@ def _engine_command(processes: int, stop_at_end: bool) -> list[str]:
     return [*command, "--stop-at-end"] if stop_at_end else command
 
 
+# A steady rate needs progress seen at least this many times over at least this long;
+# a shorter run is reported from its first online write to its end (and says so).
+_STEADY_SAMPLES = 3
+_STEADY_SPAN_S = 0.5
+_POLL_S = 0.02
+
+
+def engine_rate(samples: list[tuple[float, int]], zero_at: float, events: int) -> tuple[float, str]:
+    """``(events/s, how it was measured)`` from progress samples ``(time, events claimed)``.
+
+    ``steady``: from the first to the last sample, when there are enough of them over
+    long enough. Otherwise ``from_first_write``: every event over the time from the
+    last poll that saw no progress (``zero_at``) to the last sample, a bound that
+    includes up to one poll interval of start-up; always finite.
+    """
+    (t_first, n_first), (t_last, n_last) = samples[0], samples[-1]
+    if len(samples) >= _STEADY_SAMPLES and t_last - t_first >= _STEADY_SPAN_S:
+        return (n_last - n_first) / (t_last - t_first), "steady"
+    return events / max(t_last - zero_at, _POLL_S), "from_first_write"
+
+
 def run_engine_timed(
-    settings: Settings, processes: int, db: int, work: Path, events: int, project: str
+    settings: Settings,
+    processes: int,
+    db: int,
+    work: Path,
+    events: int,
+    project: str,
+    timeout_s: float = 1800.0,
 ) -> dict[str, Any]:
-    """(b) One catch-up run of the engine, its progress watched in Redis."""
-    from streams.online import TileStore, connect
+    """(b) One catch-up run of the engine, its progress watched in the online store."""
+    from streams.online import connect_online_store
     from streams.repo import apply_repo
 
     url = _db_url(settings, db)
     apply_repo(settings.repo_path, url)
-    tiles = TileStore(connect(url), url)
+    tiles = connect_online_store(url)
     state = work / f"engine-{processes}p"
     _warm_views(settings, state, url)
     log = work / f"engine-{processes}p.log"
     samples: list[tuple[float, int]] = []
     with log.open("wb") as out:
         launched = time.perf_counter()
+        zero_at = launched
         proc = subprocess.Popen(
             _engine_command(processes, stop_at_end=True),
             env=_engine_env(settings, state, url),
@@ -193,23 +221,33 @@ def run_engine_timed(
             stderr=subprocess.STDOUT,
         )
         while proc.poll() is None:
+            now = time.perf_counter()
+            if now - launched > timeout_s:
+                proc.kill()
+                proc.wait()
+                raise StackError(f"engine run did not end within {timeout_s:.0f} s; log {log}")
             total = _progress_total(tiles, project)
-            if total and (not samples or total != samples[-1][1]):
-                samples.append((time.perf_counter(), total))
-            time.sleep(0.02)
+            if not total:
+                zero_at = now
+            elif not samples or total != samples[-1][1]:
+                samples.append((now, total))
+            time.sleep(_POLL_S)
         exited = time.perf_counter()
     if proc.returncode != 0:
         raise StackError(f"engine run failed ({proc.returncode}); log {log}:\n{log_tail(log)}")
     final = _progress_total(tiles, project)
-    if final != events or not samples:
+    if final != events:
         raise StackError(f"engine run claimed {final} of {events} events; log {log}")
-    (t_first, n_first), (t_last, n_last) = samples[0], samples[-1]
-    steady = (n_last - n_first) / (t_last - t_first) if t_last > t_first else float("nan")
+    if not samples or samples[-1][1] != final:
+        samples.append((exited, final))  # claimed between the last poll and the exit
+    rate, basis = engine_rate(samples, zero_at, events)
     return {
         "processes": processes,
         "events": events,
-        "events_per_s": round(steady),
-        "start_seconds": round(t_first - launched, 2),
+        "events_per_s": round(rate),
+        "rate_basis": basis,
+        "progress_samples": len(samples),
+        "start_seconds": round(samples[0][0] - launched, 2),
         "seconds_with_start": round(exited - launched, 2),
         "events_per_s_with_start": round(events / (exited - launched)),
         "redis_db": db,
@@ -567,9 +605,9 @@ def measure_memory(users: int, timeout_s: float) -> dict[str, Any]:
     with 2 clicks each (minutes apart) in the view's windows."""
     import random
 
-    import redis
-
-    from streams.repo import apply_repo
+    from streams.definitions import compile_registry
+    from streams.online import connect_online_store
+    from streams.repo import apply_repo, open_store
 
     with bench_stack(partitions=_PARTITIONS) as (work, settings):
         rng = random.Random(3)  # noqa: S311 - synthetic data
@@ -586,8 +624,8 @@ def measure_memory(users: int, timeout_s: float) -> dict[str, Any]:
             producer.flush()
         url = settings.online_redis_url
         apply_repo(settings.repo_path, url)
-        client: Any = redis.Redis.from_url(url)
-        redis_before = _used_memory(client)
+        online = connect_online_store(url)
+        redis_before = online.stats().used_bytes or 0
         state = work / "engine"
         _warm_views(settings, state, url)
         env = _engine_env(settings, state, url)
@@ -603,17 +641,24 @@ def measure_memory(users: int, timeout_s: float) -> dict[str, Any]:
                     proc.kill()
                     raise StackError(f"memory run took over {timeout_s} s; log {log}")
                 # Every active entity has one key (plus a few engine keys).
-                samples.append((int(client.dbsize()), _rss_bytes(proc.pid)))
+                keys = online.stats().keys
+                rss = _rss_bytes(proc.pid)
+                if rss:  # 0: the process ended between the poll and the read
+                    samples.append((keys, rss))
                 time.sleep(0.25)
         if proc.returncode != 0:
             raise StackError(f"engine run failed; log {log}:\n{log_tail(log)}")
-        pattern = f"fst:{_project(settings)}:{VIEW}:*"
-        entities = sum(1 for _ in client.scan_iter(pattern, count=10_000))
-        redis_after = _used_memory(client)
+        if not samples:
+            raise StackError(f"the memory run ended before its memory could be sampled; log {log}")
+        views = compile_registry(open_store(settings.repo_path, url))
+        spec = next(v for v in views if v.name == VIEW)
+        entities = len(online.entities(spec, 2 * users + 10))
+        redis_after = online.stats().used_bytes or 0
     # The marginal cost: RSS growth from a fifth of the entities to all of them (the
     # fixed buffers, e.g. the Kafka client's prefetch, are there at both points).
-    end = max(samples)
-    start = next((s for s in samples if s[0] >= end[0] // 5), samples[0])
+    top = max(keys for keys, _ in samples)
+    start = next(s for s in samples if s[0] >= top // 5)
+    end = (top, max(rss for _, rss in samples[samples.index(start) :]))
     return {
         "active_entities": entities,
         "events": 2 * users,
@@ -640,11 +685,6 @@ def _two_clicks_each(users: int, now_ms: int) -> Iterator[tuple[int, int, int]]:
         yield user, 0, first_ms
     for user in range(second, users + 1):
         yield user, 1, start + int(user * step) + gap
-
-
-def _used_memory(client: Any) -> int:
-    info: dict[str, Any] = client.info("memory")
-    return int(info["used_memory"])
 
 
 def _project(settings: Settings) -> str:

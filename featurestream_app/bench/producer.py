@@ -11,8 +11,8 @@ from typing import Any
 
 from featurestream.events import AvroCodec, load_contracts
 from featurestream.settings import Settings
-from featurestream_app.cli.produce import KafkaSink, produce_generated
 from featurestream_app.stack import Supervisor, down, free_port, port_open, up
+from featurestream_app.traffic import KafkaSink, produce_generated
 from producers import EventProducer, TrafficConfig, TrafficGenerator
 
 from .machine import describe_machine

@@ -48,7 +48,7 @@ def _wrk() -> str:
 
 def _prepare(settings: Settings, events: int) -> list[int]:
     """Batch data materialized and ``events`` stream events run through the engine."""
-    from featurestream_app.cli.seed import seed_data
+    from featurestream_app.seed import seed_data
     from streams.repo import open_store
 
     seed_data(settings.repo_path / "data", first_user=1, users=_USERS, items=1_000, seed=3)

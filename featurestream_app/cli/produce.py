@@ -2,188 +2,188 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
 
-import numpy as np
+import click
 
-from featurestream.errors import ConfigError, InvalidEvent
-from producers import Emission, EventProducer, TrafficGenerator
+from featurestream.errors import ConfigError
 
-__all__ = ["EmissionSink", "FileSink", "KafkaSink", "produce_generated", "read_replay"]
-
-_MAX_BATCH = 5_000
+from .common import load_settings, make_codec, one_line_errors
 
 
-class EmissionSink(Protocol):
-    """Where emissions go: Kafka, or a file for ``--dry-run``."""
-
-    def emit(self, emission: Emission) -> None:
-        """Send one emission."""
-
-    def close(self) -> None:
-        """Deliver everything outstanding."""
-
-
-class KafkaSink:
-    """Emissions to Kafka through :class:`EventProducer` (records validated and encoded)."""
-
-    def __init__(self, producer: EventProducer) -> None:
-        self.producer = producer
-        self.rejected: Counter[str] = Counter()
-
-    def emit(self, emission: Emission) -> None:
-        if emission.record is not None:
-            try:
-                self.producer.send_record(emission.topic, emission.record)
-            except InvalidEvent as exc:  # one bad event: counted, the rest go on
-                self.rejected[exc.kind] += 1
-        else:
-            self.producer.produce_raw(emission.topic, emission.key, emission.value)
-
-    def close(self) -> None:
-        self.producer.flush()
-
-
-class FileSink:
-    """Emissions as JSON Lines (``--dry-run``); ``--from`` reads the same format back."""
-
-    def __init__(self, path: Path) -> None:
-        self._file = path.open("w", encoding="utf-8")
-
-    def emit(self, emission: Emission) -> None:
-        line: dict[str, Any] = {
-            "topic": emission.topic,
-            "key": emission.key.decode(),
-            "kind": emission.kind,
-        }
-        if emission.record is not None:
-            line["record"] = emission.record
-        else:
-            line["value_b64"] = base64.b64encode(emission.value or b"").decode()
-        self._file.write(json.dumps(line, separators=(",", ":")) + "\n")
-
-    def close(self) -> None:
-        self._file.close()
-
-
-def produce_generated(
-    generator: TrafficGenerator,
-    sink: EmissionSink,
-    *,
+@click.command()
+@click.option(
+    "--topic",
+    default="clicks",
+    show_default=True,
+    type=click.Choice(["clicks", "impressions", "purchases"]),
+)
+@click.option(
+    "--rate",
+    default=1000.0,
+    show_default=True,
+    type=click.FloatRange(min=0.001),
+    help="Events per second.",
+)
+@click.option("--users", default=100_000, show_default=True, type=click.IntRange(min=1))
+@click.option("--items", default=10_000, show_default=True, type=click.IntRange(min=1))
+@click.option("--first-user", default=1, show_default=True, help="Id of the most active user.")
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Seconds of traffic (count = rate x duration).",
+)
+@click.option(
+    "--count",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Number of events (instead of --duration).",
+)
+@click.option("--seed", default=0, show_default=True, help="Same seed, same traffic.")
+@click.option(
+    "--jitter-ms",
+    default=2000,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Event times are out of order within this bound.",
+)
+@click.option(
+    "--late-fraction",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Fraction of events delayed beyond --lateness-ms.",
+)
+@click.option("--lateness-ms", default=30_000, show_default=True, type=click.IntRange(min=0))
+@click.option(
+    "--duplicate-fraction",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Fraction of events sent again (same event_id).",
+)
+@click.option(
+    "--bad-fraction",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Fraction of malformed records (several kinds).",
+)
+@click.option(
+    "--no-pace",
+    is_flag=True,
+    help="Produce as fast as possible; event times spaced at --rate from --start-ms.",
+)
+@click.option(
+    "--start-ms",
+    type=int,
+    default=None,
+    help="First event time with --no-pace (default: now - count/rate).",
+)
+@click.option(
+    "--from",
+    "from_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Replay events from a JSON Lines or Parquet file.",
+)
+@click.option("--shift-to-now", is_flag=True, help="With --from: shift event times to end now.")
+@click.option(
+    "--dry-run",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write JSON Lines to this file instead of Kafka.",
+)
+@one_line_errors
+def produce(
+    topic: str,
     rate: float,
-    total: int,
-    pace: bool,
-    start_ms: int,
-    progress: Callable[[int, float], None] | None = None,
-    on_emission: Callable[[Emission], None] | None = None,
-) -> Counter[str]:
-    """Produce ``total`` emissions; return their count per kind.
+    users: int,
+    items: int,
+    first_user: int,
+    duration: float | None,
+    count: int | None,
+    seed: int,
+    jitter_ms: int,
+    late_fraction: float,
+    lateness_ms: int,
+    duplicate_fraction: float,
+    bad_fraction: float,
+    no_pace: bool,
+    start_ms: int | None,
+    from_file: Path | None,
+    shift_to_now: bool,
+    dry_run: Path | None,
+) -> None:
+    """Produce realistic synthetic events (or replay a file) to Kafka."""
+    from featurestream.events import AvroCodec, load_contracts
+    from featurestream_app.traffic import (
+        FileSink,
+        KafkaSink,
+        produce_generated,
+        read_replay,
+        tty_progress,
+    )
+    from producers import EventProducer, TrafficConfig, TrafficGenerator
 
-    With ``pace``, emissions leave at ``rate`` per second and their base event time
-    is the wall clock. Without, they leave as fast as possible with base event times
-    spaced at ``rate`` from ``start_ms``.
-    """
-    kinds: Counter[str] = Counter()
-    step_ms = 1000.0 / rate
-    started = time.monotonic()
-    last_report = started
-    sent = 0
-    while sent < total:
-        if pace:
-            due = min(total, int((time.monotonic() - started) * rate) + 1) - sent
-            if due <= 0:
-                time.sleep(max(0.0, started + sent / rate - time.monotonic()))
-                continue
-            n = min(due, _MAX_BATCH)
-            base = np.full(n, time.time_ns() // 1_000_000, dtype=np.int64)
-        else:
-            n = min(total - sent, _MAX_BATCH)
-            base = start_ms + ((sent + np.arange(n)) * step_ms).astype(np.int64)
-        for emission in generator.batch(base):
+    settings = load_settings()
+    codec = make_codec(settings, for_producing=True)
+    sink: FileSink | KafkaSink
+    sink = (
+        FileSink(dry_run)
+        if dry_run
+        else KafkaSink(EventProducer(settings.bootstrap_servers, codec))
+    )
+    now_ms = time.time_ns() // 1_000_000
+    if from_file is not None:
+        kinds: Counter[str] = Counter()
+        for emission in read_replay(from_file, topic, now_ms if shift_to_now else None):
             sink.emit(emission)
             kinds[emission.kind] += 1
-            if on_emission is not None:
-                on_emission(emission)
-        sent += n
-        now = time.monotonic()
-        if progress is not None and (now - last_report >= 0.5 or sent == total):
-            last_report = now
-            progress(sent, sent / max(now - started, 1e-9))
-    sink.close()
-    return kinds
-
-
-def read_replay(path: Path, topic: str, shift_to_ms: int | None) -> Iterator[Emission]:
-    """Emissions from a JSON Lines or Parquet file of events (or of ``--dry-run`` lines).
-
-    Args:
-        path: ``.jsonl``/``.json`` or ``.parquet``.
-        topic: Topic of plain records (envelope lines carry their own).
-        shift_to_ms: When set, event times are shifted so that the newest is this time
-            (gaps between events are kept); otherwise the original times are kept.
-
-    Raises:
-        ConfigError: when the file is missing, of an unknown format, or has bad lines.
-    """
-    if not path.is_file():
-        raise ConfigError(f"--from {path}: no such file")
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        rows: list[dict[str, Any]] = [
-            {"topic": topic, "record": r} for r in pq.read_table(path).to_pylist()
-        ]
-    elif path.suffix in (".jsonl", ".json", ".ndjson"):
-        rows = []
-        with path.open(encoding="utf-8") as f:
-            for number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ConfigError(f"--from {path}:{number}: not JSON: {exc}") from exc
-                rows.append(
-                    obj
-                    if "record" in obj or "value_b64" in obj
-                    else {"topic": topic, "record": obj}
-                )
+        sink.close()
     else:
-        raise ConfigError(f"--from {path}: unknown format; use .jsonl or .parquet")
-    shift = 0
-    if shift_to_ms is not None:
-        times = [r["record"]["event_time"] for r in rows if isinstance(r.get("record"), dict)]
-        shift = shift_to_ms - max(times) if times else 0
-    for row in rows:
-        row_topic = row.get("topic", topic)
-        record = row.get("record")
-        if record is not None:
-            record = {**record, "event_time": int(record["event_time"]) + shift}
-            key = str(record.get("user_id", "")).encode()
-            yield Emission(row_topic, key, row.get("kind", "event"), record=record)
-        else:
-            value = base64.b64decode(row["value_b64"])
-            yield Emission(
-                row_topic, str(row.get("key", "")).encode(), row.get("kind", "bad"), value=value
+        if (duration is None) == (count is None):
+            raise ConfigError("give exactly one of --duration or --count (or --from FILE)")
+        total = count if count is not None else int(rate * (duration or 0))
+        try:
+            config = TrafficConfig(
+                topic=topic,
+                users=users,
+                items=items,
+                seed=seed,
+                first_user=first_user,
+                jitter_ms=jitter_ms,
+                late_fraction=late_fraction,
+                lateness_ms=lateness_ms,
+                duplicate_fraction=duplicate_fraction,
+                bad_fraction=bad_fraction,
             )
-
-
-def tty_progress(total: int) -> Callable[[int, float], None] | None:
-    """A one-line progress display on a terminal, or None when stderr is not one."""
-    if not sys.stderr.isatty():
-        return None
-
-    def show(sent: int, rate: float) -> None:
-        sys.stderr.write(f"\r  produced {sent:>10,}/{total:,}  {rate:>10,.0f} events/s  ")
-        if sent >= total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-    return show
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        generator = TrafficGenerator(config, AvroCodec(load_contracts()))  # malformed bytes
+        first_ms = start_ms if start_ms is not None else now_ms - int(total * 1000 / rate)
+        kinds = produce_generated(
+            generator,
+            sink,
+            rate=rate,
+            total=total,
+            pace=not no_pace,
+            start_ms=first_ms,
+            progress=tty_progress(total),
+        )
+    summary = ", ".join(f"{k}={v}" for k, v in sorted(kinds.items()))
+    if isinstance(sink, KafkaSink):
+        stats = sink.producer.stats
+        rejected = ", ".join(f"{k}={v}" for k, v in sorted(sink.rejected.items())) or "none"
+        click.echo(
+            f"produced {sum(kinds.values())} messages ({summary}); delivered "
+            f"{stats.delivered}, failed {stats.failed}, rejected {rejected}"
+        )
+        if stats.failed:
+            sys.exit(3)
+    else:
+        click.echo(f"wrote {sum(kinds.values())} messages ({summary}) to {dry_run}")

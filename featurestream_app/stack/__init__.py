@@ -3,8 +3,6 @@
 from .local import (
     APP_PROCESSES,
     ServiceStatus,
-    check_broker,
-    check_redis,
     cli_env,
     create_topics,
     down,
@@ -20,8 +18,6 @@ __all__ = [
     "Running",
     "ServiceStatus",
     "Supervisor",
-    "check_broker",
-    "check_redis",
     "cli_env",
     "create_topics",
     "down",

@@ -10,22 +10,18 @@ import os
 import shutil
 from dataclasses import dataclass
 
-import redis
-from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
-
 from featurestream.errors import BrokerUnavailable, OnlineStoreUnavailable, StackError
 from featurestream.events import load_contracts
 from featurestream.settings import Settings
+from streams.kafka import check_broker
+from streams.kafka import create_topics as create_kafka_topics
+from streams.online import check_online_store
 
 from .supervisor import Running, Supervisor
 
 __all__ = [
     "APP_PROCESSES",
     "ServiceStatus",
-    "check_broker",
-    "check_redis",
     "create_topics",
     "down",
     "stack_topics",
@@ -53,65 +49,14 @@ def stack_topics(settings: Settings) -> list[str]:
     return sorted({c.topic for c in load_contracts()} | {settings.dlq_topic, settings.late_topic})
 
 
-def _admin(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, "socket.timeout.ms": 2000})
-
-
-def check_broker(bootstrap: str, timeout_s: float) -> None:
-    """Raise :class:`BrokerUnavailable` unless the broker answers metadata within the timeout."""
-    try:
-        metadata = _admin(bootstrap).list_topics(timeout=timeout_s)
-    except KafkaException as exc:
-        raise BrokerUnavailable(
-            f"Kafka broker at {bootstrap} did not answer within {timeout_s:.0f} s ({exc.args[0]}); "
-            "start it (featurestream up) or fix FEATURESTREAM_KAFKA_BOOTSTRAP"
-        ) from exc
-    if not metadata.brokers:
-        raise BrokerUnavailable(f"Kafka at {bootstrap} reports no brokers")
-
-
-def check_redis(url: str, timeout_s: float) -> None:
-    """Raise :class:`OnlineStoreUnavailable` unless Redis at ``url`` answers PING."""
-    try:
-        client = redis.Redis.from_url(
-            url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s
-        )
-        client.ping()
-    except ValueError as exc:
-        raise OnlineStoreUnavailable(
-            f"invalid Redis URL {url!r} ({exc}); expected redis://host:port/db "
-            "in FEATURESTREAM_REDIS_URL"
-        ) from exc
-    except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError, OSError) as exc:
-        raise OnlineStoreUnavailable(
-            f"Redis at {url} does not answer ({exc}); start it (featurestream up) "
-            "or fix FEATURESTREAM_REDIS_URL"
-        ) from exc
-
-
 def create_topics(settings: Settings) -> list[str]:
     """Create the stack's topics that do not exist yet; return those created."""
-    admin = _admin(settings.bootstrap_servers)
-    existing = set(admin.list_topics(timeout=settings.connect_timeout_s).topics)
-    wanted = [t for t in stack_topics(settings) if t not in existing]
-    if not wanted:
-        return []
-    futures = admin.create_topics(
-        [
-            NewTopic(t, num_partitions=settings.topic_partitions, replication_factor=1)
-            for t in wanted
-        ],
-        operation_timeout=settings.connect_timeout_s,
+    return create_kafka_topics(
+        settings.bootstrap_servers,
+        stack_topics(settings),
+        partitions=settings.topic_partitions,
+        timeout_s=settings.connect_timeout_s,
     )
-    created = []
-    for topic, future in futures.items():
-        try:
-            future.result(timeout=settings.connect_timeout_s)
-            created.append(topic)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise BrokerUnavailable(f"cannot create topic {topic!r}: {exc.args[0]}") from exc
-    return created
 
 
 def _ready_broker(bootstrap: str) -> bool:
@@ -124,7 +69,7 @@ def _ready_broker(bootstrap: str) -> bool:
 
 def _ready_redis(url: str) -> bool:
     try:
-        check_redis(url, 0.5)
+        check_online_store(url, 0.5)
     except OnlineStoreUnavailable:
         return False
     return True
@@ -202,7 +147,7 @@ def up(settings: Settings) -> list[ServiceStatus]:
         )
         statuses.append(_running_status(running))
     if settings.external_redis:
-        check_redis(settings.online_redis_url, settings.connect_timeout_s)
+        check_online_store(settings.online_redis_url, settings.connect_timeout_s)
         statuses.append(ServiceStatus(REDIS, settings.online_redis_url, "external"))
     else:
         port = settings.redis_port

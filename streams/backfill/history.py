@@ -4,7 +4,8 @@ Every valid event of a view's topic whose event time lies in ``[start, end)`` is
 kept once (by ``event_id``). Unlike the stream, a backfill applies late events too:
 it rebuilds history from everything that happened, which is how events dropped
 online as late reach the offline log. Tiles are folded by the same
-:class:`~streams.core.EntityTiles` the dataflow runs, in event-time order.
+:class:`~streams.core.EntityTiles` the dataflow runs, in event-time order; events
+are kept as the decoded records the stream applies and the log stores.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ from typing import Any
 
 from featurestream.errors import ConfigError
 
-from ..core import EntityTiles, ViewSpec, entity_id, tile_key
-from ..flow.dataflow import LogRow
+from ..core import EntityTiles, ViewSpec, entity_id
 
 __all__ = ["BackfillStats", "History", "TimeRange"]
 
@@ -68,10 +68,8 @@ class History:
         self._by_topic: dict[str, list[ViewSpec]] = {}
         for view in self.views:
             self._by_topic.setdefault(view.topic, []).append(view)
-        self._columns = {
-            v.name: tuple(dict.fromkeys(a.column for a in v.aggregations)) for v in self.views
-        }
-        self._rows: dict[str, list[LogRow]] = {v.name: [] for v in self.views}
+        self._records: dict[str, list[dict[str, Any]]] = {t: [] for t in self._by_topic}
+        self._sorted: set[str] = set()
         self._seen: dict[str, set[str]] = {t: set() for t in self._by_topic}
 
     @property
@@ -110,33 +108,24 @@ class History:
             stats.duplicates += 1
             return
         seen.add(event_id)
+        self._records[topic].append(record if isinstance(record, dict) else dict(record))
+        self._sorted.discard(topic)
         for view in views:
-            self._rows[view.name].append(
-                LogRow(
-                    view.name,
-                    {k: record[k] for k in view.join_keys},
-                    record[view.timestamp_field],
-                    event_id,
-                    {c: record.get(c) for c in self._columns[view.name]},
-                )
-            )
             stats.applied[view.name] += 1
 
-    def rows(self, view: ViewSpec) -> list[LogRow]:
-        """The kept events of ``view``, in (event time, event id) order."""
-        rows = self._rows[view.name]
-        rows.sort(key=lambda r: (r.event_time_ms, r.event_id))
-        return rows
+    def records(self, view: ViewSpec) -> list[dict[str, Any]]:
+        """The kept events of ``view``'s topic, in (event time, event id) order."""
+        records = self._records[view.topic]
+        if view.topic not in self._sorted:
+            time_field = view.timestamp_field
+            records.sort(key=lambda r: (r[time_field], r["event_id"]))
+            self._sorted.add(view.topic)
+        return records
 
     def tiles(self, view: ViewSpec) -> dict[str, EntityTiles]:
-        """Per entity key (see :func:`~streams.core.tile_key`), the tiles of its events."""
-        out: dict[str, EntityTiles] = {}
-        for row in self.rows(view):
-            entity = entity_id([row.entity[k] for k in view.join_keys])
-            key = tile_key(view.project, view.name, entity)
-            tiles = out.get(key)
-            if tiles is None:
-                tiles = out[key] = EntityTiles()
-            event = {**row.values, **row.entity, view.timestamp_field: row.event_time_ms}
-            tiles.apply(view, key, event)
-        return out
+        """Per entity (see :func:`~streams.core.entity_id`), the tiles of its events."""
+        by_entity: dict[str, list[dict[str, Any]]] = {}
+        keys = view.join_keys
+        for record in self.records(view):
+            by_entity.setdefault(entity_id([record[k] for k in keys]), []).append(record)
+        return {entity: EntityTiles.folded(view, events) for entity, events in by_entity.items()}

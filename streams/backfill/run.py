@@ -9,12 +9,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from featurestream.clock import Clock, wall_clock_ms
 from featurestream.errors import ConfigError
 from featurestream.events import AvroCodec
 
 from ..core import ViewSpec
 from ..offline.log import write_backfill
-from ..online.tile_store import TileStore
+from ..online import OnlineStore
 from .history import BackfillStats, History, TimeRange
 from .sources import EventSource
 
@@ -48,15 +49,15 @@ def run_backfill(
     codec: AvroCodec,
     log_root: Path,
     *,
-    online: TileStore | None = None,
-    now_ms: int | None = None,
+    online: OnlineStore | None = None,
+    clock: Clock = wall_clock_ms,
 ) -> BackfillReport:
     """Backfill ``views`` over ``time_range`` from ``source``.
 
     The offline log receives every event of the range once, late ones included
     (repeated backfills of the same range and source replace their own files).
     With ``online``, the tiles lying wholly in the range and still inside their views'
-    retention at ``now_ms`` are set in Redis, replacing those tiles: meant to bootstrap
+    retention at ``clock()`` are set online, replacing those tiles: meant to bootstrap
     a view before its engine first runs (``--to`` at the stream's start). An engine
     that later applies an event to one of those tiles sets it from its own state.
 
@@ -81,27 +82,24 @@ def run_backfill(
             f"({seen}); widen --from/--to"
         )
     report = BackfillReport(run_id, stats, 0.0)
+    now_ms = clock()
     for view in views:
-        rows = history.rows(view)
-        if rows:
-            report.files[view.name] = len(write_backfill(log_root, view, rows, run_id))
+        records = history.records(view)
+        if records:
+            report.files[view.name] = len(write_backfill(log_root, view, records, run_id))
         if online is not None:
             report.online_entities[view.name] = _write_online(
-                online,
-                view,
-                history,
-                now_ms if now_ms is not None else time.time_ns() // 10**6,
-                (time_range.start_ms, time_range.end_ms),
+                online, view, history, now_ms, (time_range.start_ms, time_range.end_ms)
             )
     report.seconds = time.perf_counter() - started
     return report
 
 
 def _write_online(
-    store: TileStore, view: ViewSpec, history: History, now_ms: int, within: tuple[int, int]
+    store: OnlineStore, view: ViewSpec, history: History, now_ms: int, within: tuple[int, int]
 ) -> int:
     updates = (
-        tiles.restore_update(view, key, now_ms, within)
-        for key, tiles in history.tiles(view).items()
+        tiles.restore_update(view, entity, now_ms, within)
+        for entity, tiles in history.tiles(view).items()
     )
     return store.write_many((u for u in updates if u is not None), project=view.project)

@@ -9,8 +9,6 @@ same future-time rule.
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,29 +17,19 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    TIMESTAMP_NOT_AVAILABLE,
-    Consumer,
-    KafkaError,
-    KafkaException,
-    TopicPartition,
-)
 
-from featurestream.errors import BrokerUnavailable, ConfigError, EventError
-from featurestream.events import MAX_FUTURE_MS, AvroCodec, Contract
+from featurestream.errors import ConfigError, EventError
+from featurestream.events import AvroCodec, Contract
 
+from ..core.classify import check_event_time
+from ..kafka import replay
 from ..offline.log import ARROW_TYPES
 from .history import History
 
 __all__ = ["EventSource", "FileEvents", "KafkaEvents", "topic_of_columns"]
 
-log = logging.getLogger(__name__)
-
 _SUFFIXES = {".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 _BATCH = 65_536
-_QUIET_S = 1.0
-_STALL_S = 60.0
 
 
 class EventSource(Protocol):
@@ -302,103 +290,15 @@ class KafkaEvents:
         return self._topics
 
     def feed(self, history: History, codec: AvroCodec) -> None:
-        consumer = Consumer(
-            {
-                "bootstrap.servers": self._bootstrap,
-                "group.id": "featurestream-backfill",
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-                "log_level": 0,
-            }
-        )
-        try:
-            self._replay(consumer, history, codec)
-        except KafkaException as exc:
-            raise BrokerUnavailable(f"replay from {self._bootstrap}: {exc}") from exc
-        finally:
-            consumer.close()
-
-    def _start_offsets(self, consumer: Consumer) -> list[TopicPartition]:
-        metadata = consumer.list_topics(timeout=10)
-        wanted = []
-        for topic in self._topics:
-            meta = metadata.topics.get(topic)
-            if meta is None or meta.error is not None:
-                raise ConfigError(f"topic {topic!r} does not exist at {self._bootstrap}")
-            since = max(0, self._from_ms - MAX_FUTURE_MS)
-            wanted += [TopicPartition(topic, p, since) for p in sorted(meta.partitions)]
-        try:
-            found = consumer.offsets_for_times(wanted, timeout=10)
-        except KafkaException as exc:
-            log.info("no time index (%s): replaying from the beginning", exc)
-            return [TopicPartition(t.topic, t.partition, OFFSET_BEGINNING) for t in wanted]
-        out = []
-        for tp in found:
-            if tp.error is not None or tp.offset < 0:
-                # -1: no message at or after the time (or no index): read it all to be safe.
-                out.append(TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING))
-            else:
-                out.append(tp)
-        return out
-
-    def _replay(self, consumer: Consumer, history: History, codec: AvroCodec) -> None:
-        """Read each partition up to what was produced before the replay started: to its
-        end, or to its first message produced later (so live traffic cannot keep the
-        replay going). Stops with an error when nothing arrives for ``_STALL_S``."""
-        started_ms = time.time_ns() // 1_000_000
-        parts = self._start_offsets(consumer)
-        consumer.assign(parts)
-        open_parts = {(tp.topic, tp.partition) for tp in parts}
-        at_end: set[tuple[str, int]] = set()
-        quiet_since = stalled_since = time.monotonic()
-        while open_parts:
-            messages = consumer.consume(10_000, 0.1)
-            now = time.monotonic()
-            if not messages:
-                if open_parts <= at_end and now - quiet_since > _QUIET_S:
-                    return
-                if now - stalled_since > _STALL_S:
-                    raise BrokerUnavailable(
-                        f"replay from {self._bootstrap} stalled: nothing for {_STALL_S:.0f} s "
-                        f"from {sorted(open_parts - at_end)}"
-                    )
+        for topic, (offset, value, produced_ms) in replay(
+            self._bootstrap, self._topics, self._from_ms
+        ):
+            time_field = history.time_field(topic)
+            try:
+                record = codec.decode(topic, value, offset=offset)
+                if time_field is not None:
+                    check_event_time(record, time_field, produced_ms)
+            except EventError as exc:
+                history.reject(exc.kind)
                 continue
-            quiet_since = stalled_since = now
-            for msg in messages:
-                err = msg.error()
-                where = (str(msg.topic()), int(msg.partition() or 0))
-                if where not in open_parts:
-                    continue
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        at_end.add(where)
-                        continue
-                    if err.retriable() or err.code() == KafkaError._TRANSPORT:
-                        continue
-                    raise BrokerUnavailable(f"replay {where}: {err}")
-                at_end.discard(where)  # the end reported earlier was not the end
-                kind, produced = msg.timestamp()
-                if kind != TIMESTAMP_NOT_AVAILABLE and produced >= started_ms:
-                    open_parts.discard(where)  # produced after the replay started
-                    continue
-                topic = str(msg.topic())
-                try:
-                    record = codec.decode(
-                        topic,
-                        msg.value(),
-                        partition=int(msg.partition() or 0),
-                        offset=int(msg.offset() or 0),
-                    )
-                except EventError as exc:
-                    history.reject(exc.kind)
-                    continue
-                time_field = history.time_field(topic)
-                if (
-                    time_field is not None
-                    and kind != TIMESTAMP_NOT_AVAILABLE
-                    and produced >= 0
-                    and record[time_field] > produced + MAX_FUTURE_MS
-                ):
-                    history.reject("out_of_range")
-                    continue
-                history.add(topic, record)
+            history.add(topic, record)

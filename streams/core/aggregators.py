@@ -9,6 +9,11 @@ Partials are immutable values (int, float, tuple) so a merge never
 aliases a tile; sums are held exactly, so merge order never changes a result.
 ``encode``/``decode`` turn partials into the bytes stored online.
 
+An aggregator describes itself, so no code outside this module asks for its
+name: :attr:`Aggregator.reads` says what an event contributes (the event itself,
+its column's value, or the value with the event time), :attr:`Aggregator.counter`
+says its partial is the number of events (held as a plain integer).
+
 Empty windows: ``count`` and ``count_distinct`` are 0, ``sum`` is 0.0,
 ``mean``/``min``/``max``/``last`` are missing (None).
 """
@@ -19,13 +24,14 @@ import math
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
-__all__ = ["AGGREGATORS", "Aggregator", "aggregator_for"]
+__all__ = ["AGGREGATORS", "Aggregator", "Partial", "Reads", "aggregator_for"]
 
 Partial = Any
+Reads = Literal["event", "value", "timed_value"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,23 @@ class Aggregator:
     encode: Callable[[Partial], bytes]
     decode: Callable[[bytes], Partial]
     value_type: str  # "int64" or "float64": the Feast dtype of the result
+    reads: Reads = "value"
+    """What one event contributes (see :meth:`contribution`): ``event`` (the event
+    itself, whatever its column holds), ``value`` (the column's value; events where it
+    is missing add nothing) or ``timed_value`` (``(event time ms, value)``)."""
+    counter: bool = False
+    """The partial is the number of events, a plain int (stored compactly)."""
+
+    def contribution(self, event_time_ms: int, value: Any) -> Any:
+        """What an event with ``value`` in the aggregated column adds to a partial
+        (``add``'s second argument), or None when it adds nothing."""
+        if self.reads == "event":
+            return event_time_ms
+        if value is None:
+            return None
+        if self.reads == "timed_value":
+            return (event_time_ms, value)
+        return value
 
     def fold(self, values: Iterable[Any]) -> Partial:
         """``add`` every value to a fresh partial (the reference path for tests)."""
@@ -144,6 +167,8 @@ COUNT = Aggregator(
     encode=lambda p: str(p).encode(),
     decode=int,
     value_type="int64",
+    reads="event",
+    counter=True,
 )
 
 # Sums are exact: a partial is the exact sum as non-overlapping floats, so merging
@@ -238,6 +263,7 @@ LAST = Aggregator(
     encode=lambda p: b"" if p is None else f"{p[0]},{p[1]!r}".encode(),
     decode=lambda b: None if not b else (int(b.split(b",")[0]), float(b.split(b",")[1])),
     value_type="float64",
+    reads="timed_value",
 )
 
 AGGREGATORS: dict[str, Aggregator] = {

@@ -31,14 +31,13 @@ def value_as_of(
     lo = bisect_left(times_ms, start)
     hi = bisect_right(times_ms, read_time_ms)
     aggregator = agg.aggregator
-    if agg.function == "count":
+    if aggregator.counter:
         return max(0, hi - lo)
     partial = aggregator.initialize()
     for i in range(lo, hi):
-        value = values[i]
-        if value is None:
-            continue
-        partial = aggregator.add(partial, (times_ms[i], value) if agg.function == "last" else value)
+        value = aggregator.contribution(times_ms[i], values[i])
+        if value is not None:
+            partial = aggregator.add(partial, value)
     return aggregator.result(partial)
 
 
@@ -74,12 +73,9 @@ class TiledHistory:
             self._partials[-1] = self._add(self._partials[-1], pos)
 
     def _add(self, partial: Any, pos: int) -> Any:
-        value = self._values[pos]
-        if value is None and self._agg.function != "count":
-            return partial
-        if self._agg.function == "last":
-            value = (self._times[pos], value)
-        return self._agg.aggregator.add(partial, value)
+        aggregator = self._agg.aggregator
+        value = aggregator.contribution(self._times[pos], self._values[pos])
+        return partial if value is None else aggregator.add(partial, value)
 
     def values(self, read_times_ms: Sequence[int]) -> list[Any]:
         """The values at many read times: the read's own tile is folded incrementally over

@@ -5,11 +5,10 @@ An event with event time ``e`` belongs to tile ``floor(e / g)``. A read at time
 events with ``floor(t/g)*g - W <= event_time``: the value drops as tiles leave
 the window, whether or not new events arrive.
 
-Online layout (one Redis hash per view and entity, read in one round trip):
-
-* key ``fst:{project}:{view}:{entity}``, entity = the join key value (several: a JSON array)
-* field ``{slot}:{tile_index}`` -> the aggregator's encoded partial
-* field ``_last_ms`` -> newest event time applied for this entity
+The core knows tiles as ``(slot, tile index) -> partial`` per entity and view
+(:class:`TileUpdate` to write them, :class:`StoredTiles` as read back); how an
+online store lays them out (keys, fields, expiry) is the store's business
+(``streams.online``).
 """
 
 from __future__ import annotations
@@ -26,38 +25,28 @@ from .aggregators import Aggregator, Partial
 from .spec import AggregationSpec, ViewSpec
 
 __all__ = [
-    "LAST_EVENT_FIELD",
+    "CLOCK_SKEW_MS",
     "EntityTiles",
+    "StoredTiles",
+    "Tile",
     "TileUpdate",
-    "decode_tiles",
     "entity_id",
     "read_view",
     "read_window",
-    "tile_field",
-    "tile_key",
     "window_tile_range",
 ]
 
-LAST_EVENT_FIELD = "_last_ms"
-_SKEW_MS = 5 * 60 * 1000  # featurestream.events.MAX_FUTURE_MS (the core imports no adapters)
+# How far an event time may be ahead of the clock of the reads (the contracts'
+# MAX_FUTURE_MS, featurestream.events): tiles and keys are kept that much longer.
+CLOCK_SKEW_MS = 5 * 60 * 1000
 
 
 def entity_id(values: Sequence[Any]) -> str:
-    """The entity part of a key: the join key value as decimal/text, or for several
+    """The text identity of an entity: the join key value as decimal/text, or for several
     join keys a JSON array of them (unambiguous whatever the values contain)."""
     if len(values) == 1:
         return str(values[0])
     return json.dumps(list(values), separators=(",", ":"))
-
-
-def tile_key(project: str, view: str, entity: str) -> str:
-    """Redis key of one entity's tiles in one view."""
-    return f"fst:{project}:{view}:{entity}"
-
-
-def tile_field(slot: str, tile_index: int) -> str:
-    """Hash field of one tile."""
-    return f"{slot}:{tile_index}"
 
 
 def window_tile_range(read_time_ms: int, window_ms: int, tile_ms: int) -> range:
@@ -77,52 +66,67 @@ def read_window(agg: AggregationSpec, tiles: Mapping[int, Partial], read_time_ms
     return aggregator.result(acc)
 
 
-def decode_tiles(view: ViewSpec, raw: Mapping[bytes, bytes]) -> dict[str, dict[int, Partial]]:
-    """Parse one entity's hash (as returned by HGETALL) into partials per slot.
+@dataclass(frozen=True, slots=True)
+class StoredTiles:
+    """One entity's tiles of one view as an online store holds them.
 
-    Fields of slots the view no longer has (an old definition) are ignored.
+    Attributes:
+        tiles: ``{slot: {tile index: partial}}`` for every slot of the view (slots of
+            an older definition are not included).
+        newest_event_ms: Newest event time applied for the entity (None: unknown).
     """
-    slots = view.slots
-    out: dict[str, dict[int, Partial]] = {slot: {} for slot in slots}
-    for field, value in raw.items():
-        name = field.decode() if isinstance(field, bytes) else field
-        slot, sep, index = name.partition(":")
-        spec = slots.get(slot)
-        if not sep or spec is None:
-            continue
-        out[slot][int(index)] = spec.aggregator.decode(value)
-    return out
+
+    tiles: Mapping[str, Mapping[int, Partial]]
+    newest_event_ms: int | None
 
 
-def read_view(view: ViewSpec, raw: Mapping[bytes, bytes], read_time_ms: int) -> dict[str, Any]:
-    """Every aggregation of ``view`` for one entity at ``read_time_ms``."""
-    tiles = decode_tiles(view, raw)
-    return {agg.name: read_window(agg, tiles[agg.slot], read_time_ms) for agg in view.aggregations}
+_NO_TILES: Mapping[int, Partial] = {}
 
 
-def _encode_int(value: int) -> bytes:
-    return str(value).encode()
+def read_view(view: ViewSpec, stored: StoredTiles | None, read_time_ms: int) -> dict[str, Any]:
+    """Every aggregation of ``view`` for one entity at ``read_time_ms`` (None: no tiles)."""
+    tiles = stored.tiles if stored is not None else {}
+    return {
+        agg.name: read_window(agg, tiles.get(agg.slot, _NO_TILES), read_time_ms)
+        for agg in view.aggregations
+    }
 
 
-@dataclass(frozen=True)
+Tile = tuple[str, int]
+"""A tile of one entity: ``(slot, tile index)``."""
+
+
+@dataclass(frozen=True, slots=True)
 class TileUpdate:
     """What one change of an entity's state writes online.
 
     Tile contents are *set*, never incremented, so writing the same update twice
-    (a replay after a crash) leaves the same value. ``values`` holds each field's
+    (a replay after a crash) leaves the same value. ``sets`` holds each tile's
     partial with its encoder: a writer coalescing a batch encodes only the last
-    value of every field.
+    value of every tile.
+
+    Attributes:
+        project: Feast project.
+        view: View name.
+        entity: The entity (:func:`entity_id` of its join key values).
+        sets: Tiles set, with their encoder and partial.
+        deletes: Tiles evicted (they left every window of their slot).
+        newest_event_ms: The entity's newest event time, when this update moves it
+            (None: unchanged).
+        ttl_ms: The entity's tiles may be dropped this long after the write.
     """
 
-    key: str
-    values: dict[str, tuple[Callable[[Any], bytes], Any]]
-    deletes: tuple[str, ...]
+    project: str
+    view: str
+    entity: str
+    sets: dict[Tile, tuple[Callable[[Any], bytes], Any]]
+    deletes: tuple[Tile, ...]
+    newest_event_ms: int | None
     ttl_ms: int
 
-    @property
-    def sets(self) -> dict[str, bytes]:
-        """The encoded field values."""
-        return {name: encode(value) for name, (encode, value) in self.values.items()}
+    def encoded(self) -> dict[Tile, bytes]:
+        """The encoded tile values."""
+        return {tile: encode(value) for tile, (encode, value) in self.sets.items()}
 
 
 def _count_one(flat: array[int], index: int) -> int:
@@ -164,19 +168,34 @@ def _add_to_tile(
 
 
 class _Slot:
-    """Where one tile slot lives in an entity's state, and how long its tiles are kept."""
+    """Where one tile slot lives in an entity's state, and how long its tiles are kept.
 
-    __slots__ = ("aggregator", "counts", "name", "pos", "retention_ms", "tile_ms", "wants")
+    What an event adds is the aggregator's :meth:`~Aggregator.contribution`, unrolled
+    here for the hot path: ``column`` is None when the aggregator reads the event
+    itself, ``timed`` when it reads ``(event time, value)``.
+    """
+
+    __slots__ = (
+        "aggregator",
+        "column",
+        "counts",
+        "name",
+        "pos",
+        "retention_ms",
+        "tile_ms",
+        "timed",
+    )
 
     def __init__(self, name: str, agg: AggregationSpec, pos: int, retention_ms: int) -> None:
+        aggregator = agg.aggregator
         self.name = name
-        self.aggregator = agg.aggregator
+        self.aggregator = aggregator
         self.tile_ms = agg.tile_ms
         self.pos = pos
         self.retention_ms = retention_ms
-        self.counts = agg.function == "count"
-        # (column, whether the value is (event time, value): the ``last`` partial's input)
-        self.wants = (agg.column, agg.function == "last")
+        self.counts = aggregator.counter
+        self.column = None if aggregator.reads == "event" else agg.column
+        self.timed = aggregator.reads == "timed_value"
 
 
 _LAYOUTS: dict[int, tuple[tuple[str, ...], tuple[_Slot, ...]]] = {}
@@ -195,8 +214,8 @@ def _layout_of(view: ViewSpec) -> tuple[_Slot, ...]:
         # filled and the lateness) can still read or revise them, counted from the
         # newest event, which may be up to the allowed clock skew ahead of the reads.
         keep = max(a.window_ms + a.tile_ms for a in view.aggregations if a.slot == slot)
-        slots.append(_Slot(slot, agg, pos, keep + view.allowed_lateness_ms + _SKEW_MS))
-        pos += 1 if agg.function == "count" else 2
+        slots.append(_Slot(slot, agg, pos, keep + view.allowed_lateness_ms + CLOCK_SKEW_MS))
+        pos += 1 if agg.aggregator.counter else 2
     layout = tuple(slots)
     _LAYOUTS[id(names)] = (names, layout)
     return layout
@@ -287,33 +306,62 @@ class EntityTiles:
         self._slots = view.slot_names
         self._data = data
 
-    def apply(self, view: ViewSpec, key: str, event: Mapping[str, Any]) -> TileUpdate:
+    @classmethod
+    def folded(cls, view: ViewSpec, events: Iterable[Mapping[str, Any]]) -> EntityTiles:
+        """A new state with ``events`` (one entity's, in order) applied: the fold the
+        stream runs, for a backfill or a restore that writes the result once."""
+        tiles = cls()
+        tiles._apply(view, events)
+        return tiles
+
+    def apply(self, view: ViewSpec, entity: str, event: Mapping[str, Any]) -> TileUpdate:
         """Add one event to its tiles and return the online update.
 
         Args:
             view: The view whose aggregations run.
-            key: The Redis key of this entity (see :func:`tile_key`).
+            entity: The entity (see :func:`entity_id`).
             event: The decoded event; ``view.timestamp_field`` is in milliseconds.
         """
-        return self.apply_all(view, key, (event,))
+        return self.apply_all(view, entity, (event,))
 
     def apply_all(
-        self, view: ViewSpec, key: str, events: Iterable[Mapping[str, Any]]
+        self, view: ViewSpec, entity: str, events: Iterable[Mapping[str, Any]]
     ) -> TileUpdate:
         """Add events (in arrival order) to their tiles; one update for them all.
 
         The update holds the final value of every tile changed and every tile evicted
         (a tile changed and then evicted is only deleted).
         """
+        newest = self.max_event_ms
+        touched, evicted = self._apply(view, events)
+        sets: dict[Tile, tuple[Callable[[Any], bytes], Any]] = {
+            (slot.name, index): (slot.aggregator.encode, partial)
+            for (slot, index), partial in touched.items()
+        }
+        # Keys expire a retention after the write, plus the clock skew an event time may
+        # have (it can be up to MAX_FUTURE_MS ahead of the wall clock).
+        return TileUpdate(
+            view.project,
+            view.name,
+            entity,
+            sets,
+            tuple((slot.name, index) for slot, index in evicted),
+            self.max_event_ms if self.max_event_ms > newest else None,
+            view.retention_ms + CLOCK_SKEW_MS,
+        )
+
+    def _apply(
+        self, view: ViewSpec, events: Iterable[Mapping[str, Any]]
+    ) -> tuple[dict[tuple[_Slot, int], Partial], list[tuple[_Slot, int]]]:
+        """Add events to their tiles: the last partial of every tile changed, and the
+        tiles evicted (a tile changed and then evicted is only evicted)."""
         if self._slots is not view.slot_names:
             self._relayout(view)
         layout = _layout_of(view)
         data = self._data
         time_field = view.timestamp_field
-        # The last partial of every tile changed; names are formatted once per tile.
         touched: dict[tuple[_Slot, int], Partial] = {}
         evicted: list[tuple[_Slot, int]] = []
-        newest = self.max_event_ms
         for event in events:
             event_ms = int(event[time_field])
             for slot in layout:
@@ -321,12 +369,15 @@ class EntityTiles:
                 if slot.counts:
                     touched[slot, index] = _count_one(data[slot.pos], index)
                     continue
-                column, timed = slot.wants
-                value = event.get(column)
-                if value is None:
-                    continue
-                if timed:
-                    value = (event_ms, value)
+                column = slot.column
+                if column is None:
+                    value: Any = event_ms
+                else:
+                    value = event.get(column)
+                    if value is None:
+                        continue
+                    if slot.timed:
+                        value = (event_ms, value)
                 touched[slot, index] = _add_to_tile(
                     data[slot.pos], data[slot.pos + 1], index, slot.aggregator, value
                 )
@@ -335,35 +386,24 @@ class EntityTiles:
                 for tile in self._evict(layout):
                     touched.pop(tile, None)
                     evicted.append(tile)
-        sets: dict[str, tuple[Callable[[Any], bytes], Any]] = {
-            f"{slot.name}:{index}": (slot.aggregator.encode, partial)
-            for (slot, index), partial in touched.items()
-        }
-        if self.max_event_ms > newest:
-            sets[LAST_EVENT_FIELD] = (_encode_int, self.max_event_ms)
-        deletes = [f"{slot.name}:{index}" for slot, index in evicted]
-        # Keys expire a retention after the write, plus the clock skew an event time may
-        # have (it can be up to MAX_FUTURE_MS ahead of the wall clock).
-        return TileUpdate(
-            key=key, values=sets, deletes=tuple(deletes), ttl_ms=view.retention_ms + _SKEW_MS
-        )
+        return touched, evicted
 
     def restore_update(
-        self, view: ViewSpec, key: str, now_ms: int, within: tuple[int, int] | None = None
+        self, view: ViewSpec, entity: str, now_ms: int, within: tuple[int, int] | None = None
     ) -> TileUpdate | None:
         """The update that writes this whole state online as of ``now_ms``.
 
         Only tiles still within their slot's retention of ``now_ms`` are written (and
         with ``within = (start, end)``, only tiles lying wholly in ``[start, end)``: a
-        tile a range covers partly would replace a complete one); the key expires when
-        the newest event leaves the view's retention. None when nothing of this entity
-        is readable any more (used by backfill and to restore an emptied store).
+        tile a range covers partly would replace a complete one); the entity expires
+        when its newest event leaves the view's retention. None when nothing of this
+        entity is readable any more (used by backfill and to restore an emptied store).
         """
         if self.max_event_ms < now_ms - view.retention_ms:
             return None
         if self._slots is not view.slot_names:
             self._relayout(view)
-        sets: dict[str, tuple[Callable[[Any], bytes], Any]] = {}
+        sets: dict[Tile, tuple[Callable[[Any], bytes], Any]] = {}
         for slot in _layout_of(view):
             first = (now_ms - slot.retention_ms) // slot.tile_ms
             encode = slot.aggregator.encode
@@ -374,10 +414,11 @@ class EntityTiles:
                     within is not None and (index * g < within[0] or (index + 1) * g > within[1])
                 ):
                     continue
-                sets[tile_field(slot.name, index)] = (encode, partial)
-        sets[LAST_EVENT_FIELD] = (_encode_int, self.max_event_ms)
-        ttl_ms = self.max_event_ms + view.retention_ms + _SKEW_MS - now_ms
-        return TileUpdate(key=key, values=sets, deletes=(), ttl_ms=max(1, ttl_ms))
+                sets[slot.name, index] = (encode, partial)
+        ttl_ms = self.max_event_ms + view.retention_ms + CLOCK_SKEW_MS - now_ms
+        return TileUpdate(
+            view.project, view.name, entity, sets, (), self.max_event_ms, max(1, ttl_ms)
+        )
 
     def _evict(self, layout: tuple[_Slot, ...]) -> list[tuple[_Slot, int]]:
         """Drop the tiles older than their slot's retention; return them."""

@@ -1,6 +1,7 @@
-"""The Bytewax dataflow and its Kafka/Redis/Parquet adapters."""
+"""The Bytewax dataflow and its Bytewax wrappers of the Kafka, online-store and
+offline-log adapters."""
 
-from .dataflow import Envelope, LogRow, Rejected, Routed, SinkItem, build_flow
+from .dataflow import Routed, SinkItem, build_flow
 from .metrics import FlowMetrics
 
-__all__ = ["Envelope", "FlowMetrics", "LogRow", "Rejected", "Routed", "SinkItem", "build_flow"]
+__all__ = ["FlowMetrics", "Routed", "SinkItem", "build_flow"]

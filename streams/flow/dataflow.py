@@ -31,17 +31,13 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
-from featurestream.errors import EventError
-
-from ..core import EntityTiles, TileUpdate, ViewSpec, entity_id, tile_key
+from ..core import EntityTiles, TileUpdate, ViewSpec, entity_id
+from ..core.classify import Rejected, SourceBatch
 from .metrics import FlowMetrics
 
 __all__ = [
     "SHARDS",
     "STATE_LAYOUT",
-    "Envelope",
-    "LogRow",
-    "Rejected",
     "Routed",
     "SinkItem",
     "build_flow",
@@ -50,46 +46,6 @@ __all__ = [
 
 # Version of the snapshot layout (source state and tile state); part of step ids.
 STATE_LAYOUT = 3
-
-
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """One consumed message, classified by its partition's gate.
-
-    ``status`` is ``ok``, ``late``, ``duplicate`` or ``error``; ``watermark_ms`` is
-    the partition's watermark before this message.
-    """
-
-    topic: str
-    partition: int
-    offset: int
-    record: dict[str, Any] | None
-    error: EventError | None
-    raw: bytes | None = None
-    status: str = "ok"
-    watermark_ms: int = -(2**62)
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    """A message not applied online (dead letter or late event), with why."""
-
-    kind: str
-    reason: str
-    topic: str
-    partition: int
-    offset: int
-    value: bytes | None
-
-    def headers(self) -> list[tuple[str, str | bytes | None]]:
-        """Kafka headers describing where the message came from and why it is here."""
-        return [
-            ("error.kind", self.kind.encode()),
-            ("error.reason", self.reason.encode()),
-            ("source.topic", self.topic.encode()),
-            ("source.partition", str(self.partition).encode()),
-            ("source.offset", str(self.offset).encode()),
-        ]
 
 
 # Entities are spread over this many state keys (``{state_id}|{shard}``): a
@@ -124,17 +80,6 @@ class Routed:
 
 
 @dataclass(frozen=True, slots=True)
-class LogRow:
-    """One applied event of one view, for the offline log."""
-
-    view: str
-    entity: dict[str, Any]
-    event_time_ms: int
-    event_id: str
-    values: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
 class SinkItem:
     """The tile updates of one group (or none) and the source batch it belongs to;
     ``log`` holds the decoded records the group applied (rows of ``view``'s log)."""
@@ -154,29 +99,18 @@ def _router(views: Sequence[ViewSpec], metrics: FlowMetrics) -> Any:
     for index, view in enumerate(views):
         by_topic.setdefault(view.topic, []).append((index, view))
 
-    def route(batch: Sequence[Envelope]) -> list[tuple[str, Routed]]:
-        if not batch:
-            return []
-        first = batch[0]
-        topic, partition = first.topic, first.partition
+    def route(batch: SourceBatch) -> list[tuple[str, Routed]]:
+        topic, partition = batch.topic, batch.partition
         targets = by_topic.get(topic, [])
-        groups: dict[str, tuple[int, list[tuple[str, dict[str, Any]]]]] = {}
-        skipped = False
-        tally: dict[tuple[str, str], int] = {}
-        for env in batch:
-            record = env.record
-            if record is None or env.status != "ok":
-                for _, view in targets:
-                    tally[view.name, env.status] = tally.get((view.name, env.status), 0) + 1
-                skipped = True
-                continue
-            routed = False
-            for index, view in targets:
-                if record[view.timestamp_field] < env.watermark_ms - view.allowed_lateness_ms:
-                    # late for this view's (smaller) lateness
-                    tally[view.name, "late"] = tally.get((view.name, "late"), 0) + 1
-                    continue
-                tally[view.name, "applied"] = tally.get((view.name, "applied"), 0) + 1
+        groups: dict[str, tuple[int, list[tuple[Any, dict[str, Any]]]]] = {}
+        late_for = batch.late_for
+        applied = [0] * len(targets)
+        for position, record in enumerate(batch.accepted):
+            skip = late_for.get(position) if late_for else None
+            for target, (index, view) in enumerate(targets):
+                if skip is not None and target in skip:
+                    continue  # late for this view's (smaller) lateness
+                applied[target] += 1
                 # compile_view checked that join keys are fields of the topic's schema.
                 # The entity: the join key's value itself (an int is held more compactly
                 # than its text), or for several join keys their entity_id text.
@@ -189,19 +123,26 @@ def _router(views: Sequence[ViewSpec], metrics: FlowMetrics) -> Any:
                     groups[state_key] = (index, [(entity, record)])
                 else:
                     group[1].append((entity, record))
-                routed = True
-            skipped = skipped or not routed
-        for (name, status), k in tally.items():
-            metrics.count(name, status, k)
+        for target, (_, view) in enumerate(targets):
+            late = batch.late_everywhere + sum(1 for s in late_for.values() if target in s)
+            for status, n in (
+                ("applied", applied[target]),
+                ("late", late),
+                ("duplicate", batch.duplicates),
+                ("error", len(batch.rejected)),
+            ):
+                if n:
+                    metrics.count(view.name, status, n)
+        # Messages no view applies pass through the state step as a no-op group, so the
+        # progress written online covers every consumed message.
+        skipped = bool(not groups or batch.rejected or batch.late_everywhere or batch.duplicates)
         n = len(groups) + (1 if skipped else 0)
-        start, end = first.offset, batch[-1].offset
+        start, end = batch.first_offset, batch.last_offset
         out = [
             (key, Routed(index, entries, topic, partition, start, end, n))
             for key, (index, entries) in groups.items()
         ]
         if skipped:
-            # Through the state step as a no-op, so the progress written online covers
-            # every consumed message.
             out.append((f"_p|{topic}|{partition}", Routed(-1, [], topic, partition, start, end, n)))
         return out
 
@@ -242,8 +183,6 @@ class _Shard:
 
 
 def _tiles_applier(views: Sequence[ViewSpec]) -> Callable[[_Shard, Routed], SinkItem]:
-    keys = [tile_key(view.project, view.name, "") for view in views]
-
     def apply(shard: _Shard, item: Routed) -> SinkItem:
         if item.view < 0:
             return SinkItem(
@@ -257,10 +196,9 @@ def _tiles_applier(views: Sequence[ViewSpec]) -> Callable[[_Shard, Routed], Sink
                 by_entity[entity] = [record]
             else:
                 events.append(record)
-        prefix = keys[item.view]
-        # The Redis key holds the entity as text (entity_id of one value is its str).
+        # The entity as text (the entity_id of one value is its str).
         updates = [
-            shard.tiles(view, entity).apply_all(view, prefix + str(entity), events)
+            shard.tiles(view, entity).apply_all(view, str(entity), events)
             for entity, events in by_entity.items()
         ]
         return SinkItem(
@@ -294,50 +232,9 @@ class _ShardLogic(StatefulBatchLogic[Routed, SinkItem, bytes]):
         return self._shard.snapshot()
 
 
-def _rejected(env: Envelope) -> Rejected | None:
-    if env.status == "error" and env.error is not None:
-        return Rejected(
-            env.error.kind, env.error.reason, env.topic, env.partition, env.offset, env.raw
-        )
-    return None
-
-
-def _late_events(views: Sequence[ViewSpec]) -> Any:
-    by_topic: dict[str, list[ViewSpec]] = {}
-    for view in views:
-        by_topic.setdefault(view.topic, []).append(view)
-
-    def late(env: Envelope) -> Rejected | None:
-        record = env.record
-        if record is None or env.status not in ("ok", "late"):
-            return None
-        topic_views = by_topic.get(env.topic, [])
-        if env.status == "late":
-            names = [v.name for v in topic_views]
-        else:  # on time for the gate, but maybe late for a view with a smaller lateness
-            names = [
-                v.name
-                for v in topic_views
-                if record[v.timestamp_field] < env.watermark_ms - v.allowed_lateness_ms
-            ]
-        if not names:
-            return None
-        return Rejected(
-            "late",
-            f"event_time {record.get('event_time')} is older than the partition watermark "
-            f"{env.watermark_ms} minus the allowed lateness of {names}",
-            env.topic,
-            env.partition,
-            env.offset,
-            env.raw,
-        )
-
-    return late
-
-
 def build_flow(
     views: Sequence[ViewSpec],
-    source: Source[list[Envelope]],
+    source: Source[SourceBatch],
     online_sink: Sink[SinkItem],
     dead_letter_sink: Sink[Rejected],
     late_sink: Sink[Rejected],
@@ -350,8 +247,8 @@ def build_flow(
 
     Args:
         views: The stream feature views to run (see ``streams.definitions``).
-        source: Emits batches of :class:`Envelope` of one partition each, in offset
-            order (``streams.flow.source.KafkaEventSource``).
+        source: Emits a :class:`~streams.core.classify.SourceBatch` per read of a
+            partition, in offset order (``streams.flow.source.KafkaEventSource``).
         online_sink: Receives :class:`SinkItem` (tile updates with positions).
         dead_letter_sink: Receives :class:`Rejected` for every undecodable message.
         late_sink: Receives :class:`Rejected` for every late event.
@@ -363,8 +260,8 @@ def build_flow(
     metrics = metrics or FlowMetrics()
     flow = Dataflow(flow_id)
     batches = op.input(f"kafka_in_v{STATE_LAYOUT}", flow, source)
-    op.output("dead_letters", op.flat_map("errors", batches, _each(_rejected)), dead_letter_sink)
-    op.output("late_events", op.flat_map("late", batches, _each(_late_events(views))), late_sink)
+    op.output("dead_letters", op.flat_map("errors", batches, _dead_letters), dead_letter_sink)
+    op.output("late_events", op.flat_map("late", batches, _late), late_sink)
     routed = op.flat_map("route", batches, _router(views, metrics))
     # The step id carries every view's definition hash and the state layout: a
     # changed definition starts from fresh state instead of resuming incompatible
@@ -380,8 +277,9 @@ def build_flow(
     return flow
 
 
-def _each(fn: Callable[[Envelope], Rejected | None]) -> Callable[[list[Envelope]], list[Rejected]]:
-    def over(batch: list[Envelope]) -> list[Rejected]:
-        return [r for env in batch if (r := fn(env)) is not None]
+def _dead_letters(batch: SourceBatch) -> list[Rejected]:
+    return batch.rejected
 
-    return over
+
+def _late(batch: SourceBatch) -> list[Rejected]:
+    return batch.late

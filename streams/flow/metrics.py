@@ -21,7 +21,7 @@ class FlowMetrics:
     """Counters of one engine process.
 
     * events per view and status (``applied``, ``late``, ``duplicate``, ``error``)
-    * tile fields written, online write batches and their latency
+    * tile fields written, online write batches, their latency and retries
     * watermark per source partition, and ids held for duplicate detection
     """
 
@@ -29,6 +29,7 @@ class FlowMetrics:
         self.events: defaultdict[tuple[str, str], int] = defaultdict(int)
         self.tile_writes = 0
         self.write_batches = 0
+        self.write_retries = 0
         self.write_seconds: list[int] = [0] * (len(_BUCKETS) + 1)
         self.write_seconds_sum = 0.0
         self.watermarks: dict[tuple[str, int], int] = {}
@@ -76,6 +77,11 @@ class FlowMetrics:
         yield dead
         yield CounterMetricFamily(
             "featurestream_tile_writes", "Tile fields written online", value=self.tile_writes
+        )
+        yield CounterMetricFamily(
+            "featurestream_online_write_retries",
+            "Online writes retried because the store did not answer",
+            value=self.write_retries,
         )
         buckets, acc = [], 0
         for bound, n in zip((*map(str, _BUCKETS), "+Inf"), self.write_seconds, strict=True):

@@ -1,4 +1,9 @@
-"""Wire the dataflow to Kafka, Redis and the offline log, and run it."""
+"""Wire the dataflow to Kafka, the online store and the offline log, and run it.
+
+Restoring the online store after a loss and supervising engine processes is the
+composition root's (``featurestream_app.engine``): a flow run here stops with
+``OnlineStoreLost`` when its writes find the engine's marker gone.
+"""
 
 from __future__ import annotations
 
@@ -14,19 +19,16 @@ from pathlib import Path
 
 from bytewax.dataflow import Dataflow
 
-from featurestream.errors import OnlineStoreLost
 from featurestream.events import AvroCodec, load_contracts
 
 from ..core import ViewSpec
-from ..offline.log import OfflineLogSink
-from ..online.tile_store import TileStore, connect, marker_key
+from ..online import EngineMarker, OnlineStore, connect_online_store
 from .dataflow import build_flow
 from .metrics import FlowMetrics
-from .restore import restore_online
-from .sinks import OnlineTileSink, RejectedSink
-from .source import KafkaEventSource, gate_configs
+from .sinks import OfflineLogSink, OnlineTileSink, RejectedSink
+from .source import KafkaEventSource
 
-__all__ = ["RunConfig", "caused_by", "engine_marker", "kafka_flow", "run_engine", "run_flow"]
+__all__ = ["RunConfig", "caused_by", "engine_marker", "kafka_flow", "run_flow"]
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,7 @@ class RunConfig:
 
     Attributes:
         bootstrap_servers: Kafka bootstrap servers.
-        redis_url: The online store.
+        redis_url: The online store's URL.
         dlq_topic: Dead-letter topic.
         late_topic: Late-events topic.
         offline_log: Root of the offline log (None: no offline log).
@@ -47,11 +49,8 @@ class RunConfig:
             runs and tests) instead of tailing forever.
         write_retry_s: How long failing online writes are retried before stopping.
         dedupe_horizon_ms: Duplicate-detection horizon; None = the allowed lateness.
-        restore_online: This process rewrites the online tiles from the offline log
-            when Redis lost them (at start, and when it restarts empty during the run).
         detect_lost: Writes check the engine's marker and stop the flow with
-            ``OnlineStoreLost`` when Redis lost it (False, the default for flows run
-            outside :func:`run_engine`: carry on regardless).
+            ``OnlineStoreLost`` when the store lost it (False: carry on regardless).
         process_index: This engine process, of ``process_count``: it reads the source
             partitions ``p % process_count == process_index``. Events are keyed by
             their entity, so processes share no entity and no partition.
@@ -65,7 +64,6 @@ class RunConfig:
     stop_at_end: bool = False
     write_retry_s: float = 60.0
     dedupe_horizon_ms: int | None = None
-    restore_online: bool = True
     detect_lost: bool = False
     process_index: int = 0
     process_count: int = 1
@@ -93,20 +91,20 @@ def kafka_flow(
     metrics = metrics or FlowMetrics()
     source = KafkaEventSource(
         config.bootstrap_servers,
-        sorted({v.topic for v in views}),
-        gate_configs(views, config.dedupe_horizon_ms),
+        views,
         codec or AvroCodec(load_contracts()),
+        horizon_ms=config.dedupe_horizon_ms,
         stop_at_end=config.stop_at_end,
         metrics=metrics,
         process=(config.process_index, config.process_count),
     )
     project = views[0].project if views else ""
-    redis_url = config.redis_url
+    url = config.redis_url
 
-    def store() -> TileStore:
-        return TileStore(connect(redis_url), redis_url)
+    def store() -> OnlineStore:
+        return connect_online_store(url)
 
-    producer = {"bootstrap.servers": config.bootstrap_servers, "log.connection.close": False}
+    producer = {"bootstrap.servers": config.bootstrap_servers}
     return build_flow(
         views,
         source,
@@ -200,46 +198,7 @@ def caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
     return False
 
 
-def run_engine(
-    views: Sequence[ViewSpec],
-    config: RunConfig,
-    codec: AvroCodec | None = None,
-    metrics: FlowMetrics | None = None,
-    *,
-    epoch_interval_s: float = 1.0,
-    recovery_dir: Path | None = None,
-) -> None:
-    """Run the engine of ``views``; restore the online tiles whenever Redis lost them.
-
-    Before the run, and each time a write finds that Redis restarted empty, the tiles
-    still in their windows are rewritten from the offline log and the flow resumes
-    from its last snapshot (replaying what came after it).
-    """
-    metrics = metrics or FlowMetrics()
-    store = TileStore(connect(config.redis_url), config.redis_url)
-    marker = engine_marker(views)
-    # No marker: Redis started empty since this engine last ran (or it never ran).
-    lost = config.detect_lost and not store.has_marker(marker)
-    while True:
-        if lost and config.restore_online:
-            if config.offline_log is not None:
-                restore_online(views, config.offline_log, store)
-            store.set_marker(marker)  # only once the tiles are back
-        try:
-            run_flow(
-                kafka_flow(views, config, codec, metrics),
-                epoch_interval_s=epoch_interval_s,
-                recovery_dir=recovery_dir,
-            )
-            return
-        except Exception as exc:
-            if not (config.restore_online and caused_by(exc, OnlineStoreLost)):
-                raise
-            log.warning("Redis lost the online tiles: restoring them and resuming")
-            lost = True
-
-
-def engine_marker(views: Sequence[ViewSpec]) -> str:
-    """The marker of the engine running ``views`` (see ``marker_key``)."""
+def engine_marker(views: Sequence[ViewSpec]) -> EngineMarker:
+    """The marker of the engine running ``views``."""
     project = views[0].project if views else ""
-    return marker_key(project, "-".join(sorted(v.state_id for v in views)))
+    return EngineMarker(project, "-".join(sorted(v.state_id for v in views)))

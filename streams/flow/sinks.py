@@ -1,72 +1,37 @@
-"""Bytewax sinks: tiles to Redis, dead letters to Kafka."""
+"""Bytewax sinks: tile updates to the online store, rejected messages to Kafka, applied
+events to the offline log."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from confluent_kafka import KafkaError, KafkaException, Producer
+from bytewax.outputs import (
+    DynamicSink,
+    FixedPartitionedSink,
+    StatefulSinkPartition,
+    StatelessSinkPartition,
+)
 
-from featurestream.errors import BrokerUnavailable, OnlineStoreLost, OnlineStoreUnavailable
+from featurestream.errors import OnlineStoreLost, OnlineStoreUnavailable
 
-from ..online.tile_store import ProgressKey, TileStore
-from .dataflow import Rejected, SinkItem
+from ..core import ViewSpec
+from ..core.classify import Rejected
+from ..kafka import RejectedProducer
+from ..offline.log import ViewLogWriter
+from ..online import EngineMarker, OnlineStore, ProgressKey
+from .dataflow import SinkItem
 from .metrics import FlowMetrics
 
-__all__ = ["OnlineTileSink", "RejectedSink"]
+__all__ = ["BatchProgress", "OfflineLogSink", "OnlineTileSink", "RejectedSink", "write_items"]
 
 log = logging.getLogger(__name__)
 
 
-class _TilePartition(StatelessSinkPartition[SinkItem]):
-    def __init__(
-        self,
-        store: TileStore,
-        project: str,
-        retry_for_s: float,
-        metrics: FlowMetrics,
-        marker: str | None,
-    ) -> None:
-        self._store = store
-        self._project = project
-        self._retry_for_s = retry_for_s
-        self._metrics = metrics
-        self._marker = marker
-        self._batches = _BatchProgress()
-
-    def write_batch(self, items: list[SinkItem]) -> None:
-        updates = [u for i in items for u in i.updates]
-        progress = self._batches.written(items)
-        deadline = time.monotonic() + self._retry_for_s
-        backoff_s = 0.05
-        while True:
-            try:
-                started = time.perf_counter()
-                fields = self._store.write(
-                    updates, progress, project=self._project, marker=self._marker
-                )
-                self._metrics.observe_write(fields, time.perf_counter() - started)
-                if not self._store.last_write_found_marker:
-                    # Tiles written before are gone; those of this batch are complete
-                    # (tile contents are set), the others must be restored.
-                    raise OnlineStoreLost(
-                        f"Redis lost the online tiles of {self._project!r} (it restarted empty)"
-                    )
-                return
-            except OnlineStoreLost:
-                raise
-            except OnlineStoreUnavailable as exc:
-                if time.monotonic() + backoff_s > deadline:
-                    raise
-                log.warning("online write failed, retrying in %.2fs: %s", backoff_s, exc)
-                time.sleep(backoff_s)
-                backoff_s = min(backoff_s * 2, 2.0)
-
-
-class _BatchProgress:
+class BatchProgress:
     """Which source offsets are wholly written: a batch counts once all its groups are.
 
     Per partition, batches are kept in the order their first group arrived (the
@@ -105,26 +70,101 @@ class _BatchProgress:
         return out
 
 
+def write_items(
+    store: OnlineStore,
+    items: list[SinkItem],
+    batches: BatchProgress,
+    *,
+    project: str,
+    marker: EngineMarker | None,
+    retry_for_s: float,
+    metrics: FlowMetrics,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Write the tile updates of ``items`` and the progress they complete, retrying an
+    unavailable store with bounded backoff for ``retry_for_s``.
+
+    Raises:
+        OnlineStoreLost: when the store no longer holds ``marker`` (it lost the tiles
+            written before; those of this write are complete, tile contents being set).
+        OnlineStoreUnavailable: when the store still fails after ``retry_for_s``.
+    """
+    updates = [u for i in items for u in i.updates]
+    progress = batches.written(items)
+    deadline = time.monotonic() + retry_for_s
+    backoff_s = 0.05
+    while True:
+        try:
+            started = time.perf_counter()
+            result = store.write(updates, progress, project=project, marker=marker)
+        except OnlineStoreUnavailable as exc:
+            if time.monotonic() + backoff_s > deadline:
+                raise
+            log.warning("online write failed, retrying in %.2fs: %s", backoff_s, exc)
+            metrics.write_retries += 1
+            sleep(backoff_s)
+            backoff_s = min(backoff_s * 2, 2.0)
+            continue
+        metrics.observe_write(result.fields, time.perf_counter() - started)
+        if not result.marker_found:
+            raise OnlineStoreLost(
+                f"the online store lost the tiles of {project!r} (it restarted empty)"
+            )
+        return
+
+
+class _TilePartition(StatelessSinkPartition[SinkItem]):
+    def __init__(
+        self,
+        store: OnlineStore,
+        project: str,
+        retry_for_s: float,
+        metrics: FlowMetrics,
+        marker: EngineMarker | None,
+    ) -> None:
+        self._store = store
+        self._project = project
+        self._retry_for_s = retry_for_s
+        self._metrics = metrics
+        self._marker = marker
+        self._batches = BatchProgress()
+
+    def write_batch(self, items: list[SinkItem]) -> None:
+        write_items(
+            self._store,
+            items,
+            self._batches,
+            project=self._project,
+            marker=self._marker,
+            retry_for_s=self._retry_for_s,
+            metrics=self._metrics,
+        )
+
+    def close(self) -> None:
+        self._store.close()
+
+
 class OnlineTileSink(DynamicSink[SinkItem]):
-    """Writes tile updates and source progress to Redis, retrying with bounded backoff.
+    """Writes tile updates and source progress to the online store, retrying with
+    bounded backoff.
 
     Args:
-        store_factory: Builds a :class:`TileStore` per worker (called at run time, not
-            at construction).
-        project: Feast project (the progress key's namespace).
+        store_factory: Builds an :class:`~streams.online.OnlineStore` per worker (called
+            at run time, not at construction).
+        project: Feast project (the progress records' namespace).
         retry_for_s: How long a failing write is retried before the flow stops (the
-            snapshot is then not advanced past what Redis holds).
-        marker: The engine's :func:`~streams.online.tile_store.marker_key`; a write that
-            does not find it raises ``OnlineStoreLost`` (None: no detection).
+            snapshot is then not advanced past what the store holds).
+        marker: The engine's marker; a write that does not find it raises
+            ``OnlineStoreLost`` (None: no detection).
     """
 
     def __init__(
         self,
-        store_factory: Callable[[], TileStore],
+        store_factory: Callable[[], OnlineStore],
         project: str,
         retry_for_s: float = 60.0,
         metrics: FlowMetrics | None = None,
-        marker: str | None = None,
+        marker: EngineMarker | None = None,
     ) -> None:
         self._factory = store_factory
         self._project = project
@@ -139,59 +179,23 @@ class OnlineTileSink(DynamicSink[SinkItem]):
 
 
 class _RejectedPartition(StatelessSinkPartition[Rejected]):
-    def __init__(self, producer: Producer, topic: str, metrics: FlowMetrics) -> None:
+    def __init__(self, producer: RejectedProducer, metrics: FlowMetrics) -> None:
         self._producer = producer
-        self._topic = topic
         self._metrics = metrics
-        self._sent = 0
-        self._failed: list[str] = []
-
-    def _on_delivery(self, err: KafkaError | None, _msg: object) -> None:
-        if err is not None:
-            self._failed.append(str(err))
 
     def write_batch(self, items: list[Rejected]) -> None:
         for item in items:
-            headers = item.headers()
             if item.kind != "late":
                 self._metrics.dead_lettered[item.kind] += 1
-            try:
-                self._producer.produce(
-                    self._topic, value=item.value, headers=headers, on_delivery=self._on_delivery
-                )
-            except (BufferError, KafkaException) as exc:
-                raise BrokerUnavailable(
-                    f"dead-letter produce to {self._topic} failed: {exc}"
-                ) from exc
-            self._sent += 1
-            if self._sent == 1 or self._sent % 1000 == 0:
-                log.warning(
-                    "rejected to %s kind=%s topic=%s partition=%s offset=%s reason=%s total=%d",
-                    self._topic,
-                    item.kind,
-                    item.topic,
-                    item.partition,
-                    item.offset,
-                    item.reason,
-                    self._sent,
-                )
-        remaining = self._producer.flush(30)
-        if remaining or self._failed:
-            raise BrokerUnavailable(
-                f"messages not delivered to {self._topic}: {remaining} pending, "
-                f"failures {self._failed[:3]}"
-            )
+        self._producer.send(items)
 
     def close(self) -> None:
-        self._producer.flush(30)
+        self._producer.close()
 
 
 class RejectedSink(DynamicSink[Rejected]):
-    """Produces rejected messages (dead letters, late events) to a topic with reason headers.
-
-    Each batch is flushed and every delivery checked before the batch counts as
-    written, so nothing rejected is lost silently.
-    """
+    """Produces rejected messages (dead letters, late events) to a topic with reason
+    headers; a batch counts as written once every message is delivered."""
 
     def __init__(
         self, producer_config: dict[str, Any], topic: str, metrics: FlowMetrics | None = None
@@ -201,4 +205,45 @@ class RejectedSink(DynamicSink[Rejected]):
         self._metrics = metrics or FlowMetrics()
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _RejectedPartition:
-        return _RejectedPartition(Producer(self._config), self._topic, self._metrics)
+        return _RejectedPartition(RejectedProducer(self._config, self._topic), self._metrics)
+
+
+class _ViewLog(StatefulSinkPartition[list[dict[str, Any]], int]):
+    def __init__(self, writer: ViewLogWriter) -> None:
+        self._writer = writer
+
+    def write_batch(self, values: list[list[dict[str, Any]]]) -> None:
+        for rows in values:
+            self._writer.write(rows)
+
+    def snapshot(self) -> int:
+        return self._writer.snapshot()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class OfflineLogSink(FixedPartitionedSink[list[dict[str, Any]], int]):
+    """Writes the offline log, one partition per view (its file numbers in the snapshot).
+
+    Items are ``(view name, [decoded record of each applied event])`` pairs.
+    ``suffix`` tells the files of one engine process apart when several share the
+    log (see ``RunConfig.process_count``).
+    """
+
+    def __init__(self, root: Path, views: Sequence[ViewSpec], suffix: str = "") -> None:
+        self._root = root
+        self._suffix = suffix
+        self._views = {v.name: v for v in views}
+        self._parts = sorted(self._views)
+
+    def list_parts(self) -> list[str]:
+        return list(self._parts)
+
+    def part_fn(self, item_key: str) -> int:
+        return self._parts.index(item_key)
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _ViewLog:
+        return _ViewLog(
+            ViewLogWriter(self._root, self._views[for_part], resume_state, self._suffix)
+        )

@@ -4,6 +4,6 @@
 re-exported here.
 """
 
-from .log import EntityEvents, OfflineLogSink, log_schema, read_view_log, write_backfill
+from .log import EntityEvents, ViewLogWriter, log_schema, read_view_log, write_backfill
 
-__all__ = ["EntityEvents", "OfflineLogSink", "log_schema", "read_view_log", "write_backfill"]
+__all__ = ["EntityEvents", "ViewLogWriter", "log_schema", "read_view_log", "write_backfill"]

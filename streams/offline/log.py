@@ -17,7 +17,7 @@ import os
 import re
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,14 +25,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
-from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from featurestream.errors import ConfigError
 
 from ..core import ViewSpec
-from ..flow.dataflow import LogRow
 
-__all__ = ["EntityEvents", "OfflineLogSink", "log_schema", "read_view_log", "write_backfill"]
+__all__ = ["EntityEvents", "ViewLogWriter", "log_schema", "read_view_log", "write_backfill"]
 
 ARROW_TYPES = {
     # Avro primitive type -> Arrow type (the log's and the backfill's explicit schemas)
@@ -99,16 +97,6 @@ def _tables(
     return out
 
 
-def log_record(view: ViewSpec, row: LogRow) -> dict[str, Any]:
-    """A log row as the record the stream logs."""
-    return {
-        **row.values,
-        **row.entity,
-        "event_id": row.event_id,
-        view.timestamp_field: row.event_time_ms,
-    }
-
-
 def _write_atomically(table: pa.Table, final: Path) -> None:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.tmp"  # dot files are not read as part of the log
@@ -116,8 +104,11 @@ def _write_atomically(table: pa.Table, final: Path) -> None:
     os.replace(tmp, final)
 
 
-def write_backfill(root: Path, view: ViewSpec, rows: Sequence[LogRow], run_id: str) -> list[Path]:
-    """Write a backfill's rows of ``view`` into the log, replacing an earlier run ``run_id``.
+def write_backfill(
+    root: Path, view: ViewSpec, records: Sequence[Mapping[str, Any]], run_id: str
+) -> list[Path]:
+    """Write a backfill's events (decoded records) of ``view`` into the log, replacing an
+    earlier run ``run_id``.
 
     Files are ``{root}/{view}/date=D/backfill-{run_id}-{n}.parquet``: never numbered
     like the engine's files, so a resumed engine never deletes them, and a repeated
@@ -129,7 +120,6 @@ def write_backfill(root: Path, view: ViewSpec, rows: Sequence[LogRow], run_id: s
         for path in folder.glob(f"date=*/backfill-{run_id}-*.parquet"):
             path.unlink()
     written = []
-    records = [log_record(view, row) for row in rows]
     for n, (date, table) in enumerate(_tables(log_schema(view), records, view.timestamp_field)):
         path = folder / f"date={date}" / f"backfill-{run_id}-{n:05d}.parquet"
         _write_atomically(table, path)
@@ -137,7 +127,21 @@ def write_backfill(root: Path, view: ViewSpec, rows: Sequence[LogRow], run_id: s
     return written
 
 
-class _ViewLog(StatefulSinkPartition[list[dict[str, Any]], int]):
+class ViewLogWriter:
+    """Appends one view's applied events to the log (the engine's writer).
+
+    Rows are buffered and written as one file per UTC date every ``_FLUSH_S`` or
+    ``_FLUSH_ROWS``. The next file number is the writer's state (the engine keeps it
+    in its snapshots): a writer resumed from ``next_seq`` first deletes the files a
+    crashed run numbered from it (they are written again).
+
+    Args:
+        root: Root of the log.
+        view: The view.
+        next_seq: The number of the next file (None: after those already there).
+        suffix: Tells the files of one engine process apart (``-0of2``), or empty.
+    """
+
     def __init__(self, root: Path, view: ViewSpec, next_seq: int | None, suffix: str) -> None:
         self._dir = root / view.name
         self._suffix = suffix
@@ -145,7 +149,7 @@ class _ViewLog(StatefulSinkPartition[list[dict[str, Any]], int]):
         self._view = view
         self._schema = log_schema(view)
         self._names = self._schema.names
-        self._rows: list[dict[str, Any]] = []
+        self._rows: list[Mapping[str, Any]] = []
         self._last_flush = time.monotonic()
         if next_seq is None:
             # No snapshot: keep the history already logged and number new files after
@@ -180,9 +184,9 @@ class _ViewLog(StatefulSinkPartition[list[dict[str, Any]], int]):
             if match and int(match.group(1)) >= seq:
                 path.unlink()
 
-    def write_batch(self, values: list[list[dict[str, Any]]]) -> None:
-        for rows in values:
-            self._rows.extend(rows)
+    def write(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Buffer ``rows`` (decoded records); flush when it is time."""
+        self._rows.extend(rows)
         if len(self._rows) >= _FLUSH_ROWS or time.monotonic() - self._last_flush > _FLUSH_S:
             self._flush()
 
@@ -197,45 +201,33 @@ class _ViewLog(StatefulSinkPartition[list[dict[str, Any]], int]):
             self._seq += 1
 
     def snapshot(self) -> int:
+        """Flush; the number of the next file."""
         self._flush()
         return self._seq
 
     def close(self) -> None:
+        """Flush what is buffered."""
         self._flush()
 
 
-class OfflineLogSink(FixedPartitionedSink[list[dict[str, Any]], int]):
-    """Bytewax sink writing the offline log, one partition per view.
-
-    Items are ``(view name, [decoded record of each applied event])`` pairs.
-    ``suffix`` tells the files of one engine process apart when several share the
-    log (see ``RunConfig.processes``).
-    """
-
-    def __init__(self, root: Path, views: Sequence[ViewSpec], suffix: str = "") -> None:
-        self._root = root
-        self._suffix = suffix
-        self._views = {v.name: v for v in views}
-        self._parts = sorted(self._views)
-
-    def list_parts(self) -> list[str]:
-        return list(self._parts)
-
-    def part_fn(self, item_key: str) -> int:
-        return self._parts.index(item_key)
-
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _ViewLog:
-        return _ViewLog(self._root, self._views[for_part], resume_state, self._suffix)
-
-
 class EntityEvents:
-    """One entity's applied events of one view, sorted by event time."""
+    """One entity's applied events of one view, sorted by event time (columns)."""
 
     __slots__ = ("columns", "times_ms")
 
     def __init__(self, times_ms: list[int], columns: dict[str, list[Any]]) -> None:
         self.times_ms = times_ms
         self.columns = columns
+
+    def records(self, view: ViewSpec, key: tuple[Any, ...]) -> Iterator[dict[str, Any]]:
+        """The events as the records the stream applied (what the view reads of them)."""
+        keys = dict(zip(view.join_keys, key, strict=True))
+        columns = self.columns
+        for i, t in enumerate(self.times_ms):
+            event = {c: columns[c][i] for c in view.columns}
+            event.update(keys)
+            event[view.timestamp_field] = t
+            yield event
 
 
 def read_view_log(

@@ -1,9 +1,77 @@
-"""The online tile store (Redis) and the Feast online store plugin.
+"""The online store: the port (:mod:`.base`), its Redis implementation (:mod:`.redis`),
+an in-memory one for unit tests (:mod:`.memory`), and the Feast online store plugin.
 
+Callers build a store from a URL with :func:`connect_online_store` (blocking half) or
+:func:`connect_online_reader` (asyncio half) and use only the port's methods.
 ``streams.online.feast_store`` is imported by Feast by class path; it is not
-re-exported here so that the tile store can be used without importing Feast.
+re-exported here so that the store can be used without importing Feast.
 """
 
-from .tile_store import ProgressKey, TileStore, connect, progress_key, wall_clock_ms
+from __future__ import annotations
 
-__all__ = ["ProgressKey", "TileStore", "connect", "progress_key", "wall_clock_ms"]
+from featurestream.clock import Clock, wall_clock_ms
+
+from .base import (
+    EngineMarker,
+    FeastRow,
+    FeastRowRead,
+    FeastRows,
+    OnlineReader,
+    OnlineStore,
+    ProgressKey,
+    Read,
+    StoreStats,
+    TilesRead,
+    WriteResult,
+)
+
+__all__ = [
+    "EngineMarker",
+    "FeastRow",
+    "FeastRowRead",
+    "FeastRows",
+    "OnlineReader",
+    "OnlineStore",
+    "ProgressKey",
+    "Read",
+    "StoreStats",
+    "TilesRead",
+    "WriteResult",
+    "check_online_store",
+    "connect_online_reader",
+    "connect_online_store",
+]
+
+
+def connect_online_store(
+    url: str, *, timeout_s: float = 5.0, clock: Clock = wall_clock_ms
+) -> OnlineStore:
+    """The blocking online store at ``url`` (no I/O until its first call).
+
+    Raises:
+        ConfigError: when the URL cannot be parsed.
+    """
+    from .redis import RedisOnlineStore
+
+    return RedisOnlineStore(url, timeout_s=timeout_s, clock=clock)
+
+
+def connect_online_reader(
+    url: str, *, kind: str = "pipelined", timeout_ms: int = 1000, max_in_flight: int = 64
+) -> OnlineReader:
+    """The asyncio online-store reader ``kind`` at ``url`` (no I/O until its first call).
+
+    Raises:
+        ConfigError: when the URL cannot be parsed.
+    """
+    from .redis import make_reader
+
+    return make_reader(url, kind=kind, timeout_ms=timeout_ms, max_in_flight=max_in_flight)
+
+
+def check_online_store(url: str, timeout_s: float) -> None:
+    """Raise :class:`~featurestream.errors.OnlineStoreUnavailable` unless the store at
+    ``url`` answers within ``timeout_s`` (also for a URL that cannot be parsed)."""
+    from .redis import check
+
+    check(url, timeout_s)

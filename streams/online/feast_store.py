@@ -29,11 +29,14 @@ from feast.stream_feature_view import StreamFeatureView
 from feast.type_map import feast_value_type_to_python_type
 from pydantic import StrictStr, field_validator
 
+from featurestream.clock import Clock, wall_clock_ms
 from featurestream.settings import DEFAULT_REDIS_PORT
 
 from ..core import ViewSpec, entity_id
 from ..definitions import compile_view
-from .tile_store import Clock, TileStore, connect, wall_clock_ms
+from .base import OnlineStore
+from .redis import RedisOnlineStore as TileRedisStore
+from .redis import connect, parse
 
 __all__ = ["TiledRedisOnlineStore", "TiledRedisOnlineStoreConfig"]
 
@@ -59,18 +62,6 @@ class TiledRedisOnlineStoreConfig(RedisOnlineStoreConfig):
         return value
 
 
-def _feast_connection(url: str) -> str:
-    """Feast's ``host:port,db=N`` form of a Redis URL (for the delegated views)."""
-    if "://" not in url:
-        return url
-    client = connect(url)
-    kw = client.connection_pool.connection_kwargs
-    out = f"{kw.get('host', 'localhost')}:{kw.get('port', 6379)},db={kw.get('db', 0)}"
-    if kw.get("password"):
-        out += f",password={kw['password']}"
-    return out
-
-
 class TiledRedisOnlineStore(RedisOnlineStore):
     """Redis online store that merges stream-view tiles at read time."""
 
@@ -78,7 +69,7 @@ class TiledRedisOnlineStore(RedisOnlineStore):
 
     def __init__(self) -> None:
         super().__init__()
-        self._tiles: TileStore | None = None
+        self._tiles: OnlineStore | None = None
         self._specs: dict[tuple[Any, ...], ViewSpec] = {}
 
     # ------------------------------------------------------------ plumbing
@@ -89,19 +80,17 @@ class TiledRedisOnlineStore(RedisOnlineStore):
 
     async def _get_client_async(self, online_store_config: Any) -> Any:
         if not self._client_async:
+            address = parse(online_store_config.connection_string)
             cfg = online_store_config.model_copy(
-                update={
-                    "connection_string": _feast_connection(online_store_config.connection_string)
-                }
+                update={"connection_string": address.feast_connection_string}
             )
             return await super()._get_client_async(cfg)
         return self._client_async
 
-    def _tile_store(self, config: Any) -> TileStore:
+    def _tile_store(self, config: Any) -> OnlineStore:
         if self._tiles is None:
-            self._tiles = TileStore(
-                self._get_client(config.online_store), config.online_store.connection_string
-            )
+            url = config.online_store.connection_string
+            self._tiles = TileRedisStore(url, client=self._get_client(config.online_store))
         return self._tiles
 
     @staticmethod

@@ -35,13 +35,13 @@ from testcontainers.core.container import DockerContainer
 from featurestream.events import AvroCodec, load_contracts
 from featurestream_app.stack import free_port
 from producers import TrafficConfig, TrafficGenerator
+from streams.core.reference import classify_partition, view_values
 from streams.definitions import compile_registry
 from streams.offline.feast_store import log_root
 from streams.offline.log import read_view_log
-from streams.online import ProgressKey, TileStore, connect
+from streams.online import ProgressKey, connect_online_store
 from streams.repo import apply_repo, open_store
 from tests.e2e.conftest import REDIS_IMAGE, kafka_container
-from tests.oracle import classify_partition, view_values
 from tests.support import consume_all, copy_feature_repo, wait_until
 
 EVENTS = int(os.environ.get("FAULTS_EVENTS", "3000"))
@@ -139,7 +139,7 @@ def _scenario(
     rng = random.Random(seed)
     container, port = redis_container
     url = f"redis://127.0.0.1:{port}/0"
-    connect(url).flushall()
+    redis.Redis.from_url(url).flushall()
     repo = copy_feature_repo(tmp_path)
     apply_repo(repo, url)
     store = open_store(repo, url)
@@ -193,7 +193,7 @@ def _scenario(
             acked[msg.partition()].append((msg.offset(), record, kind))
 
     producer = Producer({"bootstrap.servers": kafka, "linger.ms": 5})
-    tiles = TileStore(connect(url, timeout_s=1.0), url)
+    tiles = connect_online_store(url, timeout_s=1.0)
 
     def progress_now() -> dict[ProgressKey, int]:
         try:

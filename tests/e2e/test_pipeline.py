@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from producers import ClickTraffic, EventProducer
+from streams.core.reference import view_values
 from streams.definitions import compile_registry
 from streams.online.feast_store import TiledRedisOnlineStore
 from streams.repo import open_store
 from tests.e2e.conftest import Endpoints
-from tests.oracle import view_values
 from tests.support import copy_feature_repo
 
 MIN = 60_000

@@ -21,18 +21,20 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import redis
 
 from featurestream.events import AvroCodec, load_contracts
 from featurestream.settings import Settings
 from featurestream_app.stack import cli_env
 from producers import EventProducer, TrafficConfig, TrafficGenerator
-from streams.core import ViewSpec, read_view, tile_key
+from streams.core import ViewSpec, read_view
+from streams.core.reference import window_value
 from streams.definitions import compile_registry
 from streams.offline.feast_store import log_root
 from streams.offline.log import read_view_log
-from streams.online import connect
+from streams.online import connect_online_store
+from streams.online.redis.layout import tile_key
 from streams.repo import apply_repo, open_store
-from tests.oracle import window_value
 from tests.support import copy_feature_repo, run_engine_to_end
 
 VIEWS = ("user_click_stats", "user_purchase_stats")
@@ -140,15 +142,20 @@ def test_backfill_from_files_and_kafka_equals_the_streaming_run(
 
     # Online: the backfilled tiles (Redis db 1) read the same as the stream's (db 0),
     # now and as the windows slide.
-    stream_db = connect(f"redis://127.0.0.1:{local_stack.redis_port}/0")
-    backfill_db = connect(f"redis://127.0.0.1:{local_stack.redis_port}/1")
+    stream_db = connect_online_store(f"redis://127.0.0.1:{local_stack.redis_port}/0")
+    backfill_db = connect_online_store(f"redis://127.0.0.1:{local_stack.redis_port}/1")
     compared = 0
     for name in VIEWS:
         spec = specs[name]
         for user in users:
-            key = tile_key(spec.project, spec.name, str(user))
-            theirs, ours = stream_db.hgetall(key), backfill_db.hgetall(key)
-            assert ours.get(b"_last_ms") == theirs.get(b"_last_ms")
+            ((theirs,),), ((ours,),) = (
+                db.read_tiles([(spec, [str(user)])]) for db in (stream_db, backfill_db)
+            )
+            newest = (
+                ours.newest_event_ms if ours else None,
+                theirs.newest_event_ms if theirs else None,
+            )
+            assert newest[0] == newest[1]
             for read_ms in (now_ms + 1_000, now_ms + 200_000, now_ms + 3_000_000):
                 assert read_view(spec, ours, read_ms) == read_view(spec, theirs, read_ms)
                 compared += 1
@@ -253,7 +260,7 @@ def test_check_consistency_reports_zero_mismatches_and_catches_a_corrupted_tile(
 
     # Negative control: one count tile made wrong online must be reported.
     spec = _specs(repo, local_stack)["user_click_stats"]
-    client = connect(local_stack.online_redis_url)
+    client = redis.Redis.from_url(local_stack.online_redis_url)
     slot = next(a.slot for a in spec.aggregations if a.name == "clicks_last_1h")
     for key in client.scan_iter(match=tile_key(spec.project, spec.name, "*")):
         fields = [f for f in client.hkeys(key) if f.decode().startswith(slot + ":")]

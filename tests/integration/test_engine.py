@@ -16,10 +16,10 @@ from featurestream.errors import DecodeError
 from featurestream.events import AvroCodec, load_contracts
 from featurestream.settings import Settings
 from producers import ClickTraffic, EventProducer, TrafficConfig, TrafficGenerator
+from streams.core.reference import classify_partition, view_values
 from streams.definitions import compile_registry
 from streams.online.feast_store import TiledRedisOnlineStore
 from streams.repo import open_store
-from tests.oracle import classify_partition, view_values
 from tests.support import consume_all, run_engine_to_end
 
 VIEW = "user_click_stats"

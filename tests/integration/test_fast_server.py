@@ -30,6 +30,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+import redis
 
 from featurestream.events import AvroCodec, load_contracts
 from featurestream.settings import Settings
@@ -37,12 +38,13 @@ from featurestream_app.stack import free_port, redis_server_argv
 from producers import EventProducer, TrafficConfig, TrafficGenerator
 from serving.catalog import Catalog
 from serving.lookup import bind
-from serving.online import PipelinedRedisReader, make_reader
 from serving.plan import plan_for
 from serving.registry import StoreRegistry
 from serving.request import parse_request
+from streams.core import StoredTiles
 from streams.definitions import compile_view
-from streams.online import TileStore, connect
+from streams.online import connect_online_store
+from streams.online.redis.reader import PipelinedRedisReader, make_reader
 from streams.repo import apply_repo, open_store
 from tests.support import copy_feature_repo, run_engine_to_end, wait_until
 
@@ -372,7 +374,7 @@ def test_values_match_the_events_and_the_tile_store(served: Served) -> None:
     store = open_store(served.repo, served.stack.online_redis_url)
     view = store.get_stream_feature_view("user_click_stats")
     spec = compile_view(store.project, view, [f.name for f in view.entity_columns])
-    (rows,) = TileStore(connect(served.stack.online_redis_url)).read(
+    (rows,) = connect_online_store(served.stack.online_redis_url).read(
         [(spec, [str(u) for u in (u0, u1, UNKNOWN)])], time.time_ns() // 1_000_000
     )
     for name in ("clicks_last_5min", "clicks_last_1h", "distinct_items_1h"):
@@ -386,7 +388,7 @@ def test_every_redis_reader_returns_the_same_replies(served: Served) -> None:
     body = {"feature_service": "fraud_v1", "entities": _entities(served)}
     request = parse_request(json.dumps(body).encode(), max_entities=10)
     plan = plan_for(catalog, features=(), feature_service="fraud_v1", full_feature_names=False)
-    commands = bind(plan, request, catalog).commands
+    reads = bind(plan, request, catalog).reads
 
     async def fetch(kind: str) -> list[Any]:
         reader = make_reader(
@@ -394,22 +396,22 @@ def test_every_redis_reader_returns_the_same_replies(served: Served) -> None:
         )
         try:
             await reader.ping()
-            return await reader.fetch(commands)
+            return await reader.fetch(reads)
         finally:
             await reader.close()
 
     replies = {kind: asyncio.run(fetch(kind)) for kind in ("pipelined", "redis-asyncio", "thread")}
     assert replies["pipelined"] == replies["redis-asyncio"] == replies["thread"]
-    assert any(isinstance(r, dict) and r for r in replies["pipelined"])  # tiles were read
+    assert any(isinstance(r, StoredTiles) for r in replies["pipelined"])  # tiles were read
 
 
 def test_pipelined_reader_keeps_replies_aligned_when_lookups_give_up(served: Served) -> None:
     url = served.stack.online_redis_url
     prefix = f"fast-test:{uuid.uuid4().hex}"
-    client = connect(url)
+    client = redis.Redis.from_url(url)
     client.mset({f"{prefix}:{i}": i for i in range(301)})
     # db 5 (SELECT after connecting) holds other values
-    connect(url.rsplit("/", 1)[0] + "/5").set(f"{prefix}:0", "db5")
+    redis.Redis.from_url(url.rsplit("/", 1)[0] + "/5").set(f"{prefix}:0", "db5")
 
     async def run() -> list[Any]:
         reader = PipelinedRedisReader(url, timeout_ms=2000)
@@ -418,7 +420,7 @@ def test_pipelined_reader_keeps_replies_aligned_when_lookups_give_up(served: Ser
             await reader.ping()  # connected: every lookup below writes at once
             tasks = [
                 asyncio.create_task(
-                    reader.fetch([("GET", f"{prefix}:{i}"), ("GET", f"{prefix}:{i + 1}")])
+                    reader.execute([("GET", f"{prefix}:{i}"), ("GET", f"{prefix}:{i + 1}")])
                 )
                 for i in range(300)
             ]
@@ -426,8 +428,8 @@ def test_pipelined_reader_keeps_replies_aligned_when_lookups_give_up(served: Ser
             for task in tasks[::7]:
                 task.cancel()  # they give up; their replies must be skipped
             results = await asyncio.gather(*tasks, return_exceptions=True)
-            results.append(await reader.fetch([("GET", f"{prefix}:300")]))
-            results.append(await other_db.fetch([("GET", f"{prefix}:0")]))
+            results.append(await reader.execute([("GET", f"{prefix}:300")]))
+            results.append(await other_db.execute([("GET", f"{prefix}:0")]))
             return results
         finally:
             await reader.close()
@@ -676,7 +678,7 @@ def test_redis_outages_fail_fast_and_recover(
     # every user's newest event time differs: a reply given to the wrong lookup shows
     newest = {u: 1_700_000_000_000 + u * 1000 for u in range(1, 20)}
     for user, ms in newest.items():
-        connect(f"redis://127.0.0.1:{redis_port}/0").hset(
+        redis.Redis.from_url(f"redis://127.0.0.1:{redis_port}/0").hset(
             f"fst:featurestream_demo:user_click_stats:{user}", "_last_ms", ms
         )
 
@@ -710,7 +712,7 @@ def test_redis_outages_fail_fast_and_recover(
         async def unbounded() -> None:
             reader = PipelinedRedisReader(f"redis://127.0.0.1:{redis_port}/0", timeout_ms=30_000)
             try:
-                await asyncio.wait_for(reader.fetch([("PING",)]), 1.0)
+                await asyncio.wait_for(reader.execute([("PING",)]), 1.0)
             finally:
                 await reader.close()
 

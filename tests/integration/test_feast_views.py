@@ -122,7 +122,7 @@ def test_plain_feast_materialize_incremental_loads_the_batch_views(
 
     import pyarrow.parquet as pq
 
-    from featurestream_app.cli.seed import seed_data
+    from featurestream_app.seed import seed_data
 
     repo = copy_feature_repo(tmp_path)
     first_user = 41_000_000 + (uuid.uuid4().int % 1000) * 10

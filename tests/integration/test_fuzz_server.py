@@ -17,7 +17,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from featurestream.settings import Settings
-from featurestream_app.cli.seed import seed_data
+from featurestream_app.seed import seed_data
 from featurestream_app.stack import cli_env, free_port
 from producers import ClickTraffic, EventProducer
 from streams.repo import apply_repo, open_store

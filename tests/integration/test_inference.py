@@ -19,7 +19,7 @@ import pandas as pd
 
 from featurestream.events import AvroCodec, load_contracts
 from featurestream.settings import Settings
-from featurestream_app.cli.seed import seed_data
+from featurestream_app.seed import seed_data
 from featurestream_app.stack import cli_env, free_port
 from producers import EventProducer, TrafficConfig, TrafficGenerator
 from streams.repo import open_store

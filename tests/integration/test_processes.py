@@ -13,13 +13,12 @@ from featurestream.events import AvroCodec, load_contracts
 from featurestream.settings import Settings
 from featurestream_app.stack import cli_env
 from producers import ClickTraffic, EventProducer, TrafficConfig, TrafficGenerator
-from streams.core import read_view, tile_key
+from streams.core.reference import view_values
 from streams.definitions import compile_registry
 from streams.offline.feast_store import log_root
 from streams.offline.log import read_view_log
-from streams.online import connect
+from streams.online import connect_online_store
 from streams.repo import apply_repo, open_store
-from tests.oracle import view_values
 from tests.support import copy_feature_repo
 
 
@@ -65,7 +64,7 @@ def test_two_processes_equal_one(local_stack: Settings, tmp_path: Path) -> None:
         url = f"redis://127.0.0.1:{local_stack.redis_port}/{db}"
         apply_repo(repo, url)
         _run(local_stack, repo, tmp_path / f"state{processes}", db, "--processes", str(processes))
-        results[processes] = (repo, connect(url))
+        results[processes] = (repo, connect_online_store(url))
 
     specs = {
         s.name: s for s in compile_registry(open_store(results[1][0], local_stack.online_redis_url))
@@ -82,16 +81,17 @@ def test_two_processes_equal_one(local_stack: Settings, tmp_path: Path) -> None:
         for key in one:
             assert (one[key].times_ms, one[key].columns) == (two[key].times_ms, two[key].columns)
         for user in users:
-            key = tile_key(spec.project, spec.name, str(user))
-            a, b = results[1][1].hgetall(key), results[2][1].hgetall(key)
-            assert read_view(spec, a, read_ms) == read_view(spec, b, read_ms)
+            (a,), (b,) = (
+                r[1].read([(spec, [str(user)])], read_ms)[0] for r in (results[1], results[2])
+            )
+            assert a == b
     # and both are right
     spec = specs["user_click_stats"]
     events = [dataclasses.asdict(c) for c in clicks]
     for user in users:
-        raw = results[2][1].hgetall(tile_key(spec.project, spec.name, str(user)))
+        ((values, _),) = results[2][1].read([(spec, [str(user)])], read_ms)[0]
         mine = [e for e in events if e["user_id"] == user]
-        assert read_view(spec, raw, read_ms) == view_values(mine, spec, read_ms)
+        assert values == view_values(mine, spec, read_ms)
     # Each process wrote its own log files.
     files = {p.name for p in (results[2][0] / "data" / "offline_log").rglob("part-*.parquet")}
     assert any(f.endswith("-0of2.parquet") for f in files)

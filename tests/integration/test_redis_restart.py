@@ -19,10 +19,10 @@ import pytest
 from featurestream.settings import Settings
 from featurestream_app.stack import cli_env, free_port, port_open, redis_server_argv
 from producers import ClickTraffic, EventProducer
+from streams.core.reference import view_values
 from streams.definitions import compile_registry
-from streams.online import ProgressKey, TileStore, connect
+from streams.online import OnlineStore, ProgressKey, connect_online_store
 from streams.repo import apply_repo, open_store
-from tests.oracle import view_values
 from tests.support import copy_feature_repo, wait_until
 
 
@@ -43,7 +43,7 @@ def _produce(settings: Settings, clicks: list[Any]) -> dict[ProgressKey, int]:
     return {ProgressKey(t, p): o + 1 for (t, p), o in producer.stats.last_offsets.items()}
 
 
-def _caught_up(store: TileStore, project: str, ends: dict[ProgressKey, int]) -> bool:
+def _caught_up(store: OnlineStore, project: str, ends: dict[ProgressKey, int]) -> bool:
     try:
         progress = store.progress(project)
     except Exception:  # Redis restarting
@@ -93,14 +93,14 @@ def test_tiles_lost_with_redis_are_restored(
             stderr=out,
             start_new_session=True,
         )
-    store = TileStore(connect(url, timeout_s=1.0), url)
+    store = connect_online_store(url, timeout_s=1.0)
     try:
         wait_until(lambda: _caught_up(store, view.project, ends), 120, "the engine")
         time.sleep(1.5)  # a few snapshots (and offline log flushes) after the events
         redis.kill()
         redis.wait()
         redis = _redis(port, tmp_path)  # empty: it keeps nothing on disk
-        assert not connect(url).keys("fst:*")
+        assert not store.entities(view, 1)
         ends_after = _produce(local_stack, after)
         wait_until(lambda: _caught_up(store, view.project, ends_after), 120, "the engine")
         time.sleep(1.0)

@@ -16,8 +16,9 @@ from featurestream.errors import ConfigError
 from featurestream.events import AvroCodec, load_contracts
 from streams.backfill import FileEvents, History, TimeRange
 from streams.consistency import same_value
-from streams.core import AggregationSpec, EntityTiles, ViewSpec, read_view, tile_key
-from tests.oracle import view_values
+from streams.core import AggregationSpec, EntityTiles, ViewSpec
+from streams.core.reference import view_values
+from tests.support import read_after
 
 PROPERTY = settings(max_examples=60, deadline=None)
 
@@ -84,26 +85,26 @@ def test_history_keeps_each_event_in_range_once_and_folds_it_like_the_oracle(
     assert history.stats.duplicates == sum(
         1 for e in events if start <= e["event_time"] < start + length
     ) - len(kept)
-    rows = history.rows(VIEW)
-    assert sorted(r.event_id for r in rows) == sorted(e["event_id"] for e in kept)
-    assert [r.event_time_ms for r in rows] == sorted(r.event_time_ms for r in rows)
+    rows = history.records(VIEW)
+    assert sorted(r["event_id"] for r in rows) == sorted(e["event_id"] for e in kept)
+    assert [r["event_time"] for r in rows] == sorted(r["event_time"] for r in rows)
 
     # The folded tiles, written whole as of a read time, read like the oracle over
     # the events kept (within the retention of that time).
     tiles = history.tiles(VIEW)
     for read_ms in (start + length, start + length + 700_000):
         for user in range(4):
-            key = tile_key("p", "spend", str(user))
+            entity = str(user)
             mine = [e for e in kept if e["user_id"] == user]
-            state = tiles.get(key)
-            update = None if state is None else state.restore_update(VIEW, key, read_ms)
+            state = tiles.get(entity)
+            update = None if state is None else state.restore_update(VIEW, entity, read_ms)
             if update is None:
                 # nothing written: every window must be empty at read_ms
                 assert all(v in (0, None) for v in view_values(mine, VIEW, read_ms).values())
                 continue
-            assert update.key == key and update.ttl_ms > 0
-            raw_hash = {k.encode(): v for k, v in update.sets.items()}
-            got = read_view(VIEW, raw_hash, read_ms)
+            assert (update.project, update.view, update.entity) == ("p", "spend", entity)
+            assert update.ttl_ms > 0
+            got = read_after(VIEW, [update], read_ms)
             want = view_values(mine, VIEW, read_ms)
             assert got.keys() == want.keys()
             for name in got:
@@ -112,26 +113,22 @@ def test_history_keeps_each_event_in_range_once_and_folds_it_like_the_oracle(
 
 def test_restore_update_writes_only_tiles_still_in_retention() -> None:
     tiles = EntityTiles()
-    key = tile_key("p", "spend", "1")
     for t in (0, 100_000, 3_000_000, 3_500_000):
         tiles.apply(
             VIEW,
-            key,
+            "1",
             {"event_id": str(t), "user_id": 1, "event_time": t, "amount": 1.0, "item_id": 1},
         )
     now = 3_500_000 + 1_000
-    update = tiles.restore_update(VIEW, key, now)
+    update = tiles.restore_update(VIEW, "1", now)
     assert update is not None
     horizon = now - VIEW.retention_ms
-    for name in update.sets:
-        if name == "_last_ms":
-            continue
-        slot, _, index = name.partition(":")
-        assert int(index) >= horizon // VIEW.slots[slot].tile_ms
-    assert update.sets["_last_ms"] == b"3500000"
+    for slot, index in update.sets:
+        assert index >= horizon // VIEW.slots[slot].tile_ms
+    assert update.newest_event_ms == 3_500_000
     assert update.ttl_ms == 3_500_000 + VIEW.retention_ms + 300_000 - now
     # far past the retention of the newest event: nothing to write
-    assert tiles.restore_update(VIEW, key, 3_500_000 + VIEW.retention_ms + 1) is None
+    assert tiles.restore_update(VIEW, "1", 3_500_000 + VIEW.retention_ms + 1) is None
 
 
 def test_empty_range_and_invalid_rows_are_reported() -> None:
@@ -198,7 +195,7 @@ def test_parquet_rows_are_checked_like_encoded_events(
     assert dict(history.stats.invalid) == ({} if kind is None else {kind: 1})
     # The batch check and the row check keep the same records.
     want = [r for i, r in enumerate(rows) if bad is None or i != 17]
-    assert [(r.event_id, r.values["amount"]) for r in history.rows(VIEW)] == [
+    assert [(r["event_id"], r["amount"]) for r in history.records(VIEW)] == [
         (r["event_id"], r["amount"]) for r in want
     ]
 
@@ -256,24 +253,23 @@ def test_nanosecond_timestamps_are_truncated_to_milliseconds(tmp_path: Path) -> 
     frame.to_parquet(path)
     history = History([VIEW], TimeRange(0, 10**6))
     FileEvents([path], load_contracts()).feed(history, AvroCodec(load_contracts()))
-    assert [r.event_time_ms for r in history.rows(VIEW)] == [1_000 + i for i in range(5)]
+    assert [r["event_time"] for r in history.records(VIEW)] == [1_000 + i for i in range(5)]
 
 
 def test_restore_update_within_a_range_skips_tiles_it_covers_partly() -> None:
     tiles = EntityTiles()
-    key = tile_key("p", "spend", "1")
     for t in (100_000, 125_000, 170_000):
         tiles.apply(
             VIEW,
-            key,
+            "1",
             {"event_id": str(t), "user_id": 1, "event_time": t, "amount": 1.0, "item_id": 1},
         )
-    update = tiles.restore_update(VIEW, key, 200_000, within=(105_000, 10**9))
+    update = tiles.restore_update(VIEW, "1", 200_000, within=(105_000, 10**9))
     assert update is not None
-    written = {f for f in update.sets if f != "_last_ms"}
+    written = set(update.sets)
     ten_s = next(s for s, a in VIEW.slot_items if a.tile_ms == 10_000)
     one_min = next(s for s, a in VIEW.slot_items if a.tile_ms == 60_000)
     # 10 s tiles 10 (100-110 s, starts before the range) out; 12 and 17 in
-    assert {f for f in written if f.startswith(ten_s)} == {f"{ten_s}:12", f"{ten_s}:17"}
+    assert {t for t in written if t[0] == ten_s} == {(ten_s, 12), (ten_s, 17)}
     # the minute tile 1 (60-120 s) starts before the range: out; tile 2 (120-180 s) in
-    assert {f for f in written if f.startswith(one_min)} == {f"{one_min}:2"}
+    assert {t for t in written if t[0] == one_min} == {(one_min, 2)}

@@ -1,7 +1,8 @@
 """The dataflow with Bytewax's testing source and sink, judged by the brute-force oracle.
 
-Envelopes are made by the same per-partition gate the Kafka source uses; the
-oracle classifies late and duplicate events independently (brute force).
+Batches are made by the same per-partition classifier the Kafka source uses; the
+oracle classifies late and duplicate events independently (brute force). Online
+values are read back from the port's in-memory store after the sink's updates.
 """
 
 from __future__ import annotations
@@ -15,14 +16,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from featurestream.events import AvroCodec, load_contracts
-from streams.core import AggregationSpec, ViewSpec, read_view, tile_key
+from streams.core import AggregationSpec, ViewSpec
 from streams.core.asof import TiledHistory, value_as_of
-from streams.core.gate import PartitionGate
-from streams.flow import Rejected, SinkItem, build_flow
-from streams.flow.sinks import _BatchProgress
-from streams.flow.source import classify
-from streams.online.tile_store import ProgressKey
-from tests.oracle import classify_partition, view_values
+from streams.core.classify import PartitionClassifier, Rejected, SourceBatch
+from streams.core.reference import classify_partition, view_values
+from streams.flow import SinkItem, build_flow
+from streams.flow.sinks import BatchProgress
+from streams.flow.source import topic_views
+from streams.kafka import rejected_headers
+from streams.online import ProgressKey
+from streams.online.memory import MemoryOnlineStore
 
 LATENESS = 30_000
 VIEW = ViewSpec(
@@ -53,39 +56,42 @@ def _click(user: int, item: int, t: int, event_id: str | None = None) -> dict[st
     }
 
 
-def _envelopes(partitions: dict[int, list[bytes]], order: list[int]) -> list[Any]:
-    """Messages classified per partition (offset order), interleaved by ``order``."""
-    gates = {p: PartitionGate(LATENESS, LATENESS) for p in partitions}
+def _batches(partitions: dict[int, list[bytes]], order: list[int]) -> list[SourceBatch]:
+    """Messages classified per partition (offset order), read in runs of up to 7 of one
+    partition interleaved by ``order``, as the source emits them."""
+    classifiers = {
+        p: PartitionClassifier(
+            "clicks", p, CODEC, "event_time", topic_views([VIEW])["clicks"], LATENESS
+        )
+        for p in partitions
+    }
     cursor = dict.fromkeys(partitions, 0)
-    out = []
-    for p in order:
-        if p not in partitions:
-            continue
+    runs: list[tuple[int, list[int]]] = []
+
+    def take(p: int) -> None:
         offset = cursor[p]
-        if offset < len(partitions[p]):
-            out.append(
-                classify(gates[p], CODEC, "clicks", p, offset, partitions[p][offset], "event_time")
-            )
-            cursor[p] += 1
-    for p, values in partitions.items():  # whatever the order did not reach
-        for offset in range(cursor[p], len(values)):
-            out.append(classify(gates[p], CODEC, "clicks", p, offset, values[offset], "event_time"))
-    return out
-
-
-def _batches(envelopes: list[Any]) -> list[list[Any]]:
-    """Runs of consecutive envelopes of one partition, as the source emits them."""
-    out: list[list[Any]] = []
-    for env in envelopes:
-        if out and out[-1][-1].partition == env.partition and len(out[-1]) < 7:
-            out[-1].append(env)
+        if runs and runs[-1][0] == p and len(runs[-1][1]) < 7:
+            runs[-1][1].append(offset)
         else:
-            out.append([env])
+            runs.append((p, [offset]))
+        cursor[p] += 1
+
+    for p in order:
+        if p in partitions and cursor[p] < len(partitions[p]):
+            take(p)
+    for p, values in partitions.items():  # whatever the order did not reach
+        while cursor[p] < len(values):
+            take(p)
+    out = []
+    for p, offsets in runs:
+        batch = classifiers[p].classify((o, partitions[p][o], None) for o in offsets)
+        assert batch is not None
+        out.append(batch)
     return out
 
 
 def _run(
-    envelopes: list[Any],
+    batches: list[SourceBatch],
 ) -> tuple[list[SinkItem], list[Rejected], list[Rejected], list[tuple[str, dict[str, Any]]]]:
     online: list[SinkItem] = []
     dead: list[Rejected] = []
@@ -94,7 +100,7 @@ def _run(
     run_main(
         build_flow(
             [VIEW],
-            TestingSource(_batches(envelopes)),
+            TestingSource(batches),
             TestingSink(online),
             TestingSink(dead),
             TestingSink(late),
@@ -105,16 +111,17 @@ def _run(
     return online, dead, late, log
 
 
-def _redis(items: list[SinkItem]) -> dict[str, dict[bytes, bytes]]:
-    """What Redis holds after the updates (HSET/HDEL semantics)."""
-    hashes: dict[str, dict[bytes, bytes]] = {}
-    for u in (u for i in items for u in i.updates):
-        h = hashes.setdefault(u.key, {})
-        for f in u.deletes:
-            h.pop(f.encode(), None)
-        for f, v in u.sets.items():
-            h[f.encode()] = v
-    return hashes
+def _online(items: list[SinkItem]) -> MemoryOnlineStore:
+    """An online store after the sink's updates, in order."""
+    store = MemoryOnlineStore()
+    for item in items:
+        store.write(item.updates, project="p")
+    return store
+
+
+def _read(store: MemoryOnlineStore, user: int, read_time_ms: int) -> dict[str, Any]:
+    ((values, _),) = store.read([(VIEW, [str(user)])], read_time_ms)[0]
+    return values
 
 
 def _oracle_applied(
@@ -176,13 +183,13 @@ def test_online_and_offline_values_equal_the_oracle(
                 events.append(_click(user, item, t - jitter))
         records[partition] = events
     encoded = {p: [CODEC.encode("clicks", e) for e in evs] for p, evs in records.items()}
-    online, dead, late, log = _run(_envelopes(encoded, order))
+    online, dead, late, log = _run(_batches(encoded, order))
 
     applied, late_events = _oracle_applied(records)
     assert dead == []
     assert sorted(r.value for r in late) == sorted(CODEC.encode("clicks", e) for e in late_events)
     assert sorted(r["event_id"] for _, r in log) == sorted(e["event_id"] for e in applied)
-    hashes = _redis(online)
+    store = _online(online)
     newest = max(e["event_time"] for e in applied)
     by_user: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for e in applied:
@@ -194,8 +201,7 @@ def test_online_and_offline_values_equal_the_oracle(
         read_time = newest + abs(offset)  # online: read at or after the newest event
         past = newest + offset  # offline: any time, before or after
         for user, events in by_user.items():
-            raw = hashes.get(tile_key("p", VIEW.name, str(user)), {})
-            assert read_view(VIEW, raw, read_time) == view_values(events, VIEW, read_time)
+            assert _read(store, user, read_time) == view_values(events, VIEW, read_time)
             rows = sorted(log_by_user[user], key=lambda r: r["event_time"])
             times = [r["event_time"] for r in rows]
             expected = view_values(events, VIEW, past)
@@ -207,14 +213,14 @@ def test_online_and_offline_values_equal_the_oracle(
 
 def test_count_decays_to_zero_when_last_event_leaves_window() -> None:
     clicks = [_click(1, 1, T0), _click(1, 2, T0 + 1_000)]
-    online, *_ = _run(_envelopes({0: [CODEC.encode("clicks", c) for c in clicks]}, []))
-    raw = _redis(online)[tile_key("p", VIEW.name, "1")]
+    online, *_ = _run(_batches({0: [CODEC.encode("clicks", c) for c in clicks]}, []))
+    store = _online(online)
     tile_end = (T0 + 1_000) // 5_000 * 5_000 + 5_000
     # the last tile holding an event is read until it leaves the 5 min window ...
-    assert read_view(VIEW, raw, tile_end + 300_000 - 1)["clicks_last_5min"] == 2
+    assert _read(store, 1, tile_end + 300_000 - 1)["clicks_last_5min"] == 2
     # ... and not one millisecond longer
-    assert read_view(VIEW, raw, tile_end + 300_000)["clicks_last_5min"] == 0
-    assert read_view(VIEW, raw, tile_end + 300_000)["clicks_last_1h"] == 2
+    assert _read(store, 1, tile_end + 300_000)["clicks_last_5min"] == 0
+    assert _read(store, 1, tile_end + 300_000)["clicks_last_1h"] == 2
 
 
 def test_a_backlog_after_a_long_outage_is_counted_not_late() -> None:
@@ -222,11 +228,10 @@ def test_a_backlog_after_a_long_outage_is_counted_not_late() -> None:
     # consumer meets them after an outage: the watermark moves with event time
     # only, so none of them is late.
     clicks = [_click(1, i, T0 + i * 600_000) for i in range(6)]
-    online, _, late, log = _run(_envelopes({0: [CODEC.encode("clicks", c) for c in clicks]}, []))
+    online, _, late, log = _run(_batches({0: [CODEC.encode("clicks", c) for c in clicks]}, []))
     assert late == []
     assert len(log) == 6
-    raw = _redis(online)[tile_key("p", VIEW.name, "1")]
-    values = read_view(VIEW, raw, T0 + 5 * 600_000)
+    values = _read(_online(online), 1, T0 + 5 * 600_000)
     assert (values["clicks_last_1h"], values["clicks_last_5min"]) == (6, 1)
 
 
@@ -241,16 +246,16 @@ def test_late_duplicate_and_bad_messages_are_routed_and_still_advance_progress()
         CODEC.encode("clicks", on_time)[:-2],
         b"",
     ]
-    online, dead, late, log = _run(_envelopes({0: messages}, []))
+    online, dead, late, log = _run(_batches({0: messages}, []))
     assert [(d.offset, d.kind) for d in dead] == [(3, "not_avro"), (5, "truncated"), (6, "empty")]
     assert [(r.offset, r.kind, r.value) for r in late] == [(2, "late", messages[2])]
     # One batch (offsets 0-6): the shard group of user 1 (both applied events in one
     # update) and a progress-only group for the rest; together they claim offset 7.
     assert {(i.batch_start, i.batch_end, i.batch_groups) for i in online} == {(0, 6, 2)}
     assert sorted(len(i.updates) for i in online) == [0, 1]
-    assert _BatchProgress().written(online) == {ProgressKey("clicks", 0): 7}
+    assert BatchProgress().written(online) == {ProgressKey("clicks", 0): 7}
     assert [r["event_id"] for _, r in log] == [on_time["event_id"], log[1][1]["event_id"]]
-    headers = dict(late[0].headers())
+    headers = dict(rejected_headers(late[0]))
     assert headers["source.offset"] == b"2" and headers["error.kind"] == b"late"
 
 
@@ -259,7 +264,7 @@ def _item(start: int, end: int, groups: int, partition: int = 0) -> SinkItem:
 
 
 def test_progress_claims_a_batch_only_when_all_its_groups_are_written() -> None:
-    progress = _BatchProgress()
+    progress = BatchProgress()
     # First batch seen since the start (offsets 10-19, 3 groups): nothing is claimed
     # until its third group is written.
     assert progress.written([_item(10, 19, 3), _item(10, 19, 3)]) == {}
@@ -275,7 +280,7 @@ def test_progress_claims_a_batch_only_when_all_its_groups_are_written() -> None:
 
 def test_progress_moves_past_gaps_in_the_offsets() -> None:
     # Transaction markers and compaction leave offsets no message has.
-    progress = _BatchProgress()
+    progress = BatchProgress()
     assert progress.written([_item(0, 9, 1)]) == {ProgressKey("clicks", 0): 10}
     assert progress.written([_item(11, 20, 1)]) == {ProgressKey("clicks", 0): 21}
     assert progress.written([_item(25, 30, 2), _item(25, 30, 2)]) == {ProgressKey("clicks", 0): 31}

@@ -1,6 +1,8 @@
 """Lookup plans, request binding and answer assembly of the fast server (pure, no Redis).
 
-The Feast objects are built here (no registry); replies are what Redis would answer.
+The Feast objects are built here (no registry); answers are what the online-store
+port answers (tiles as the engine's updates leave them in the in-memory store, rows
+as Feast stores them).
 """
 
 from __future__ import annotations
@@ -33,14 +35,17 @@ from feast.stream_feature_view import StreamFeatureView
 from feast.types import Float64, Int64, String
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from featurestream.clock import fixed_clock
 from featurestream.errors import DefinitionError, InvalidRequest, TransformFailed, UnknownName
 from featurestream.events import contract_for_topic
 from serving.catalog import Catalog, RegistrySnapshot, python_transform
 from serving.lookup import assemble, bind
 from serving.plan import plan_for
 from serving.request import LookupRequest
-from streams.core import TileUpdate, entity_id, tile_key
-from streams.core.tiles import EntityTiles
+from streams.core import EntityTiles, StoredTiles, TileUpdate, entity_id
+from streams.online import FeastRow, FeastRowRead, TilesRead
+from streams.online.memory import MemoryOnlineStore
+from streams.online.redis.layout import commands_for, tile_key
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning", "ignore::UserWarning")
 
@@ -359,14 +364,21 @@ def test_bind_builds_feast_and_tile_keys_once_per_distinct_entity(catalog: Catal
         )
         + PROJECT.encode()
     )
-    assert lookup.commands[0] == (
+    assert len(lookup.reads) == 2 + 1 + 2
+    first, fourth = lookup.reads[0], lookup.reads[3]
+    assert isinstance(first, FeastRowRead) and first.key_values == (1,)
+    assert (first.rows.view, first.rows.features) == ("profile", ("country",))
+    assert isinstance(fourth, TilesRead) and fourth.entity == entity_id([1])
+    # The Redis commands of those reads (streams.online.redis.layout).
+    commands = commands_for(lookup.reads)
+    assert commands[0] == (
         "HMGET",
         profile_key,
         _mmh3("profile:country"),
         "_ts:profile",
     )
-    assert lookup.commands[3] == ("HGETALL", tile_key(PROJECT, "clicks", entity_id([1])))
-    assert len(lookup.commands) == 2 + 1 + 2
+    assert commands[3] == ("HGETALL", tile_key(PROJECT, "clicks", entity_id([1])))
+    assert len(commands) == 2 + 1 + 2
 
 
 @pytest.mark.parametrize(
@@ -410,16 +422,23 @@ def test_entity_names_are_accepted_for_join_keys(catalog: Catalog) -> None:
 READ_MS = 1_700_000_000_000
 
 
-def _tiles(*event_times_ms: int) -> dict[bytes, bytes]:
-    """The Redis hash the engine writes for these click events of one user."""
+def _tiles(*event_times_ms: int) -> StoredTiles | None:
+    """What the online store holds after the engine's updates for these click events of
+    one user."""
     spec = _catalog().views["clicks"].spec
     assert spec is not None
     state = EntityTiles()
-    fields: dict[bytes, bytes] = {}
+    store = MemoryOnlineStore(clock=fixed_clock(READ_MS))
     for n, ms in enumerate(event_times_ms):
         update: TileUpdate = state.apply(spec, "k", {"event_time": ms, "event_id": f"e{n}"})
-        fields.update({k.encode(): v for k, v in update.sets.items()})
-    return fields
+        store.write([update], project=PROJECT)
+    ((stored,),) = store.read_tiles([(spec, ["k"])])
+    return stored
+
+
+def _row(*raw: bytes | None) -> FeastRow:
+    """A batch view's row as Feast stores it: values, then the timestamp."""
+    return FeastRow(tuple(raw[:-1]), raw[-1])
 
 
 def _value(**kw: Any) -> bytes:
@@ -432,10 +451,10 @@ def _ts(ms: int) -> bytes:
     return ts.SerializeToString()
 
 
-def _answer(catalog: Catalog, request: LookupRequest, replies: list[Any], **kw: Any) -> Any:
+def _answer(catalog: Catalog, request: LookupRequest, answers: list[Any], **kw: Any) -> Any:
     lookup = bind(_plan(catalog, request), request, catalog)
-    assert len(replies) == len(lookup.commands)
-    answer = assemble(lookup, replies, READ_MS, **kw)
+    assert len(answers) == len(lookup.reads)
+    answer = assemble(lookup, answers, READ_MS, **kw)
     names = answer["metadata"]["feature_names"]
     return answer, dict(zip(names, answer["results"], strict=True))
 
@@ -452,10 +471,10 @@ def test_assemble_follows_feast_statuses_and_timestamps(catalog: Catalog) -> Non
     )
     newest = READ_MS - 61_000
     replies = [
-        [_value(string_val="DE"), _ts(READ_MS - 1000)],  # profile, user 1
-        [None, None],  # profile, user 2: unknown
+        _row(_value(string_val="DE"), _ts(READ_MS - 1000)),  # profile, user 1
+        _row(None, None),  # profile, user 2: unknown
         _tiles(READ_MS - 120_000, newest),  # clicks, user 1
-        {},  # clicks, user 2: no events
+        None,  # clicks, user 2: no events
     ]
     answer, cols = _answer(catalog, request, replies)
     assert answer["metadata"]["feature_names"] == [
@@ -491,12 +510,12 @@ def test_max_staleness_marks_old_stream_rows_and_freshness_reports_ages(catalog:
         include_freshness=True,
     )
     replies = [
-        [_value(int64_val=30), _ts(READ_MS - 5000)],
-        [_value(int64_val=40), _ts(READ_MS - 5000)],
-        [None, None],
+        _row(_value(int64_val=30), _ts(READ_MS - 5000)),
+        _row(_value(int64_val=40), _ts(READ_MS - 5000)),
+        _row(None, None),
         _tiles(READ_MS - 10_000),  # fresh
         _tiles(READ_MS - 600_000),  # 10 min old: stale
-        {},
+        None,
     ]
     answer, cols = _answer(catalog, request, replies)
     assert cols["clicks_1h"]["values"] == [1, None, 0]
@@ -511,7 +530,7 @@ def test_max_staleness_marks_old_stream_rows_and_freshness_reports_ages(catalog:
 def test_ttl_is_enforced_on_batch_rows_unless_disabled(catalog: Catalog) -> None:
     request = _request({"user_id": [1]}, features=("profile:age",))
     two_days = 2 * 86_400_000
-    replies = [[_value(int64_val=30), _ts(READ_MS - two_days)]]
+    replies = [_row(_value(int64_val=30), _ts(READ_MS - two_days))]
     _, cols = _answer(catalog, request, replies)
     assert (cols["age"]["values"], cols["age"]["statuses"]) == ([None], ["OUTSIDE_MAX_AGE"])
     _, cols = _answer(catalog, request, replies, enforce_ttl=False)  # Feast 0.67's behaviour
@@ -524,7 +543,7 @@ def test_failing_on_demand_views_are_transform_errors(catalog: Catalog) -> None:
         features=("since_last:since_last_s",),
     )
     with pytest.raises(InvalidRequest):  # the type is checked before the UDF sees it
-        _answer(catalog, request, [{}])
+        _answer(catalog, request, [None])
     request = _request(
         {"user_id": [1], "now_ms": [None], "offer": [1.0]}, features=("since_last:since_last_s",)
     )

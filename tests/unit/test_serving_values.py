@@ -16,7 +16,6 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import given
 from hypothesis import strategies as st
 
-from serving.resp import pack_commands
 from serving.values import (
     check_value,
     iso_from_ms,
@@ -25,6 +24,7 @@ from serving.values import (
     stored_timestamp,
     tile_value,
 )
+from streams.online.redis.resp import pack_commands
 
 MS = st.integers(min_value=0, max_value=4_102_444_800_000)  # up to 2100
 

@@ -1,8 +1,9 @@
 """Tile arithmetic, specs and per-entity tile state, judged by the brute-force oracle.
 
-The oracle (``tests/oracle.py``) restates the window contract over raw events; the
-engine's value is read back from what its tile updates would leave in Redis
-(HSET of ``sets``, HDEL of ``deletes``), so the online layout is tested too.
+The oracle (``streams.core.reference``) restates the window contract over raw events;
+the engine's value is read back from what its tile updates leave in an online store
+(the port's in-memory implementation; ``tests/integration/test_online_store.py`` runs
+the same updates against Redis).
 """
 
 from __future__ import annotations
@@ -15,23 +16,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from featurestream.clock import fixed_clock
 from streams.core import (
-    LAST_EVENT_FIELD,
     AggregationSpec,
     EntityTiles,
     TileUpdate,
     ViewSpec,
-    decode_tiles,
     default_tile_ms,
-    read_view,
     read_window,
-    tile_field,
     window_tile_range,
 )
-from tests.oracle import view_values
+from streams.core.reference import view_values
+from streams.online.memory import MemoryOnlineStore
 
 PROPERTY = settings(max_examples=60, deadline=None)
-KEY = "fst:p:v:7"
+KEY = "7"  # the entity
 SKEW = 300_000  # the clock skew an event time may have (featurestream.events.MAX_FUTURE_MS)
 
 
@@ -52,16 +51,13 @@ def _event(t: int, amount: float = 1.0, item: int = 1) -> dict[str, Any]:
     return {"event_id": f"e{t}", "user_id": 7, "item_id": item, "amount": amount, "event_time": t}
 
 
-def _redis(updates: list[TileUpdate]) -> dict[bytes, bytes]:
-    """One entity's hash after the updates, with HDEL then HSET per update."""
-    h: dict[bytes, bytes] = {}
+def _stored(view: ViewSpec, updates: list[TileUpdate], read_time_ms: int) -> MemoryOnlineStore:
+    """An online store after the updates (written one by one, in order)."""
+    store = MemoryOnlineStore(clock=fixed_clock(read_time_ms))
     for u in updates:
-        assert u.key == KEY
-        for f in u.deletes:
-            h.pop(f.encode(), None)
-        for f, v in u.sets.items():
-            h[f.encode()] = v
-    return h
+        assert (u.project, u.view, u.entity) == (view.project, view.name, KEY)
+        store.write([u], project=view.project)
+    return store
 
 
 # ------------------------------------------------------------------ tile arithmetic
@@ -201,7 +197,8 @@ def test_eviction_deletes_tiles_older_than_retention_before_the_newest_event() -
     state = EntityTiles()
     first = state.apply(view, KEY, _event(500))
     assert first.deletes == ()
-    assert first.sets == {tile_field(slot, 0): b"1", LAST_EVENT_FIELD: b"500"}
+    assert first.encoded() == {(slot, 0): b"1"}
+    assert first.newest_event_ms == 500
     assert first.ttl_ms == 11_000 + SKEW  # retention + the allowed clock skew of 5 min
     # Tiles are kept for the retention plus the skew: the newest event may be up to the
     # skew ahead of the clock of the reads that still need them.
@@ -210,7 +207,7 @@ def test_eviction_deletes_tiles_older_than_retention_before_the_newest_event() -
     assert set(state.tiles[slot]) == {0, 311}
     # horizon 1_000 -> tile 0 (0..999 ms) is older than that: deleted and reported
     update = state.apply(view, KEY, _event(SKEW + 12_000))
-    assert update.deletes == (tile_field(slot, 0),)
+    assert update.deletes == ((slot, 0),)
     assert set(state.tiles[slot]) == {311, 312}
     assert state.max_event_ms == SKEW + 12_000
 
@@ -221,8 +218,8 @@ def test_an_older_event_neither_evicts_nor_moves_the_newest_time() -> None:
     state.apply(view, KEY, _event(20_000))
     update = state.apply(view, KEY, _event(15_000))
     assert update.deletes == ()
-    assert LAST_EVENT_FIELD not in update.sets
-    assert update.sets == {tile_field(COUNT_10S.slot, 15): b"1"}
+    assert update.newest_event_ms is None
+    assert update.encoded() == {(COUNT_10S.slot, 15): b"1"}
     assert state.max_event_ms == 20_000
 
 
@@ -233,7 +230,7 @@ def test_eviction_reports_every_slot() -> None:
     state = EntityTiles()
     state.apply(view, KEY, _event(0))
     update = state.apply(view, KEY, _event(SKEW + 20_000))
-    assert sorted(update.deletes) == sorted([tile_field(a.slot, 0), tile_field(b.slot, 0)])
+    assert sorted(update.deletes) == sorted([(a.slot, 0), (b.slot, 0)])
 
 
 def test_each_slot_keeps_its_own_windows_tiles_only() -> None:
@@ -243,7 +240,7 @@ def test_each_slot_keeps_its_own_windows_tiles_only() -> None:
     state = EntityTiles()
     state.apply(view, KEY, _event(0))
     update = state.apply(view, KEY, _event(SKEW + 12_000))
-    assert update.deletes == (tile_field(short.slot, 0),)  # the 10-s tile 0 stays
+    assert update.deletes == ((short.slot, 0),)  # the 10-s tile 0 stays
     assert set(state.tiles[long.slot]) == {0, (SKEW + 12_000) // 10_000}
 
 
@@ -269,21 +266,6 @@ def test_fresh_entity_tiles_pickles() -> None:
     restored = pickle.loads(pickle.dumps(EntityTiles()))
     assert restored.tiles == {}
     assert restored.max_event_ms == -1
-
-
-def test_decode_tiles_ignores_unknown_slots_and_the_last_event_field() -> None:
-    count = AggregationSpec("n", "count", "event_id", 10_000, 1_000)
-    total = AggregationSpec("s", "sum", "amount", 10_000, 1_000)
-    view = _view(count, total)
-    assert "zzzzzz" not in view.slots
-    raw: dict[bytes, bytes] = {
-        tile_field(count.slot, 4).encode(): b"3",
-        tile_field(count.slot, 5).encode(): b"1",
-        b"zzzzzz:4": b"not a partial of any aggregator",
-        LAST_EVENT_FIELD.encode(): b"5123",
-    }
-    assert decode_tiles(view, raw) == {count.slot: {4: 3, 5: 1}, total.slot: {}}
-    assert read_view(view, raw, 5_123) == {"n": 4, "s": 0.0}
 
 
 # ------------------------------------------------------------------ against the oracle
@@ -341,9 +323,7 @@ def test_reads_match_the_oracle(
     arrival = data.draw(st.permutations(events), label="arrival")
     state = EntityTiles()
     updates = [state.apply(view, KEY, e) for e in arrival]
-    online = _redis(updates)
     newest = max(e["event_time"] for e in events)
-    assert online[LAST_EVENT_FIELD.encode()] == str(newest).encode()
     longest = max(a.window_ms + a.tile_ms for a in aggs)
     read_times = data.draw(
         st.lists(st.integers(newest, newest + longest + 1_000), min_size=1, max_size=4),
@@ -351,7 +331,9 @@ def test_reads_match_the_oracle(
     )
     for t in read_times:
         expected = view_values(events, view, t)
-        assert read_view(view, online, t) == expected
+        ((online, online_newest),) = _stored(view, updates, t).read([(view, [KEY])], t)[0]
+        assert online_newest == newest
+        assert online == expected
         # The in-memory state gives the same values as the online hash.
         assert {
             a.name: read_window(a, state.tiles.get(a.slot, {}), t) for a in view.aggregations
@@ -360,20 +342,18 @@ def test_reads_match_the_oracle(
 
 @PROPERTY
 @given(aggs=aggregations(), events=events_strategy, data=st.data())
-def test_online_hash_mirrors_the_state(
+def test_online_tiles_mirror_the_state(
     aggs: tuple[AggregationSpec, ...], events: list[dict[str, Any]], data: st.DataObject
 ) -> None:
     view = _view(*aggs)
     arrival = data.draw(st.permutations(events), label="arrival")
     state = EntityTiles()
-    online = _redis([state.apply(view, KEY, e) for e in arrival])
-    mirrored = {
-        tile_field(slot, i).encode(): view.slots[slot].aggregator.encode(p)
-        for slot, tiles in state.tiles.items()
-        for i, p in tiles.items()
-    }
-    mirrored[LAST_EVENT_FIELD.encode()] = str(state.max_event_ms).encode()
-    assert online == mirrored
+    updates = [state.apply(view, KEY, e) for e in arrival]
+    newest = max(e["event_time"] for e in events)
+    ((stored,),) = _stored(view, updates, newest).read_tiles([(view, [KEY])])
+    assert stored is not None
+    assert stored.tiles == state.tiles  # decoded from the bytes the updates encoded
+    assert stored.newest_event_ms == state.max_event_ms
 
 
 @PROPERTY

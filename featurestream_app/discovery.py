@@ -9,7 +9,7 @@ from typing import Any
 
 from featurestream.errors import ConfigError, OnlineStoreUnavailable
 from streams.definitions import compile_view
-from streams.online import TileStore
+from streams.online import OnlineStore
 
 __all__ = ["describe_features", "select_rows"]
 
@@ -27,7 +27,7 @@ def _when(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="seconds")
 
 
-def describe_features(store: Any, tiles: TileStore | None) -> list[dict[str, Any]]:
+def describe_features(store: Any, tiles: OnlineStore | None) -> list[dict[str, Any]]:
     """One row per feature of every stream, batch and on-demand view of ``store``."""
     project = store.project
     try:
