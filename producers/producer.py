@@ -10,6 +10,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from featurestream.clock import wall_clock_ms
 from featurestream.errors import BrokerUnavailable, InvalidEvent
 from featurestream.events import MAX_FUTURE_MS, AvroCodec, load_contracts
 
@@ -61,7 +62,7 @@ class EventProducer:
     ) -> None:
         self._codec = codec or AvroCodec(load_contracts())
         self._contracts = {c.topic: c for c in load_contracts()}
-        self._clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
+        self._clock_ms = clock_ms or wall_clock_ms
         self._config = {
             "bootstrap.servers": bootstrap_servers,
             "enable.idempotence": True,

@@ -27,30 +27,12 @@ from streams.flow.sinks import BatchProgress, write_items
 from streams.offline.log import write_backfill
 from streams.online import EngineMarker, OnlineStore, ProgressKey
 from streams.restore import restore_online
+from tests.support import SPEND_VIEW
 
 __all__ = ["T0", "VIEW", "OnlineStoreBehaviour"]
 
 T0 = 1_700_000_000_000
-VIEW = ViewSpec(
-    project="p",
-    name="spend",
-    topic="purchases",
-    join_keys=("user_id",),
-    timestamp_field="event_time",
-    allowed_lateness_ms=30_000,
-    aggregations=(
-        AggregationSpec("n_10m", "count", "event_id", 600_000, 10_000),
-        AggregationSpec("sum_1h", "sum", "amount", 3_600_000, 60_000),
-        AggregationSpec("items_10m", "count_distinct", "item_id", 600_000, 10_000),
-        AggregationSpec("last_1h", "last", "amount", 3_600_000, 60_000),
-    ),
-    field_types=(
-        ("user_id", "long"),
-        ("event_id", "string"),
-        ("amount", "double"),
-        ("item_id", "long"),
-    ),
-)
+VIEW = SPEND_VIEW
 MARKER = EngineMarker("p", "engine")
 
 

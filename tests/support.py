@@ -2,17 +2,75 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from streams.core import AggregationSpec, ViewSpec
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FEATURE_REPO = REPO_ROOT / "feature_repo"
+# A purchases view of every kind of aggregation the unit suites judge against the
+# reference (project "p").
+SPEND_VIEW = ViewSpec(
+    project="p",
+    name="spend",
+    topic="purchases",
+    join_keys=("user_id",),
+    timestamp_field="event_time",
+    allowed_lateness_ms=30_000,
+    aggregations=(
+        AggregationSpec("n_10m", "count", "event_id", 600_000, 10_000),
+        AggregationSpec("sum_1h", "sum", "amount", 3_600_000, 60_000),
+        AggregationSpec("items_10m", "count_distinct", "item_id", 600_000, 10_000),
+        AggregationSpec("last_1h", "last", "amount", 3_600_000, 60_000),
+    ),
+    field_types=(
+        ("user_id", "long"),
+        ("event_id", "string"),
+        ("amount", "double"),
+        ("item_id", "long"),
+    ),
+)
+
+FEATURESTREAM = (sys.executable, "-m", "featurestream_app.cli")
+"""The ``featurestream`` command, run with this interpreter."""
+
+
+def run_cli(
+    *args: str, env: Mapping[str, str] | None = None, timeout: float = 180, ok: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """``featurestream ARGS`` as a user runs it (``env``: the whole environment; default
+    this process's). With ``ok`` it must exit 0 (its stderr is the failure message)."""
+    result = subprocess.run(
+        [*FEATURESTREAM, *args],
+        env=dict(env) if env is not None else dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if ok:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def stack_env(settings: Any, repo: Path | None = None, **extra: str) -> dict[str, str]:
+    """The environment of a ``featurestream`` process on ``settings``' local stack and
+    ``repo`` (default: ``settings.repo_path``), with ``extra`` variables on top."""
+    from featurestream_app.stack import cli_env
+
+    if repo is not None:
+        extra = {"FEATURESTREAM_REPO_PATH": str(repo), **extra}
+    return cli_env(settings, **extra)
 
 
 def read_after(
@@ -30,6 +88,94 @@ def read_after(
     entity = entity if entity is not None else (updates[0].entity if updates else "")
     ((values, _),) = store.read([(view, [entity])], read_time_ms)[0]
     return values
+
+
+class Background:
+    """A process of a test (a server, a broker, Redis), stopped by its own process group.
+
+    Args:
+        argv: The command.
+        log: Its stdout and stderr.
+        env: Variables on top of this process's environment.
+    """
+
+    def __init__(
+        self, argv: Sequence[str], log: Path, env: Mapping[str, str] | None = None
+    ) -> None:
+        self.log = log
+        with open(log, "wb") as out:
+            self.proc = subprocess.Popen(
+                list(argv),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, **(env or {})},
+            )
+
+    def tail(self) -> str:
+        """The end of its log."""
+        return self.log.read_text(errors="replace")[-3000:]
+
+    def wait_http(self, url: str, timeout_s: float = 120) -> None:
+        """Wait until ``url`` answers 200 (failing at once when the process exits); an
+        ``https`` URL's certificate is not checked (tests use self-signed ones)."""
+        import ssl
+        import urllib.request
+
+        context = None
+        if url.startswith("https://"):
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+
+        def up() -> bool:
+            assert self.proc.poll() is None, f"process exited:\n{self.tail()}"
+            try:
+                with urllib.request.urlopen(url, timeout=2, context=context) as response:
+                    return int(response.status) == 200
+            except OSError:
+                return False
+
+        wait_until(up, timeout_s, f"{url} (log: {self.log})")
+
+    def stop(self) -> None:
+        """SIGTERM to its group, SIGKILL after 30 s."""
+        import signal
+
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+
+
+def redis_server(port: int, log: Path, *args: str) -> Background:
+    """A private ``redis-server`` on ``port`` (nothing on disk), once it accepts connections."""
+    from featurestream_app.stack import port_open, redis_server_argv
+
+    server = Background([*redis_server_argv(port), *args], log)
+    wait_until(lambda: port_open("127.0.0.1", port), 20, f"redis-server on {port}")
+    return server
+
+
+def running_stack(tmp_path_factory: Any) -> Iterator[Any]:
+    """A local stack (embedded broker and Redis) on free ports in a temporary state
+    directory, stopped by pid when the generator is closed."""
+    from featurestream.settings import Settings
+    from featurestream_app.stack import down, free_port, up
+
+    settings = Settings(
+        state_dir=tmp_path_factory.mktemp("state"),
+        broker_port=free_port(),
+        redis_port=free_port(),
+    )
+    up(settings)
+    try:
+        yield settings
+    finally:
+        down(settings)
 
 
 def copy_feature_repo(dest: Path) -> Path:
@@ -104,3 +250,45 @@ def run_engine_to_end(settings: Any, repo: Path) -> None:
             ),
         )
     )
+
+
+def seeded_repo(
+    settings: Any, dest: Path, *, first_user: int, seed: int
+) -> tuple[Path, int, dict[str, list[dict[str, Any]]]]:
+    """A served repository: a copy of feature_repo/ with the batch data of 10 users and 50
+    items materialized, and clicks, impressions and purchases of two users (from
+    ``first_user``) streamed through the engine.
+
+    Event times are recent enough to be on time and old enough to sit well inside every
+    window for the minutes a test takes (values do not move between reads).
+
+    Returns:
+        ``(repo, now_ms, records per topic)``.
+    """
+    from featurestream.clock import wall_clock_ms
+    from featurestream.events import AvroCodec, load_contracts
+    from producers import EventProducer, TrafficConfig, TrafficGenerator
+    from streams.repo import apply_repo
+
+    repo = copy_feature_repo(dest)
+    env = stack_env(settings, repo)
+    run_cli("seed-data", "--users", "10", "--first-user", str(first_user), "--items", "50", env=env)
+    apply_repo(repo, settings.online_redis_url)
+    run_cli("materialize", env=env)
+    now_ms = wall_clock_ms()
+    codec = AvroCodec(load_contracts())
+    records: dict[str, list[dict[str, Any]]] = {}
+    with EventProducer(settings.bootstrap_servers) as producer:
+        for topic, count in (("clicks", 60), ("impressions", 150), ("purchases", 12)):
+            generator = TrafficGenerator(
+                TrafficConfig(
+                    topic=topic, users=2, items=50, seed=seed, first_user=first_user, jitter_ms=0
+                ),
+                codec,
+            )
+            emitted = generator.batch([now_ms - 20_000 + i * 100 for i in range(count)])
+            records[topic] = [e.record for e in emitted if e.record is not None]
+            for record in records[topic]:
+                producer.send_record(topic, record)
+    run_engine_to_end(settings, repo)
+    return repo, now_ms, records

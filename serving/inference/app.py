@@ -9,7 +9,6 @@ answers with the score and the features used.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from starlette.applications import Starlette
@@ -17,6 +16,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from featurestream.clock import Clock, wall_clock_ms
 
 from .model import FEATURE_SERVICE, LogisticModel, vectorize
 
@@ -52,8 +53,9 @@ def parse_predict(body: Any, now_ms: int) -> dict[str, Any]:
     return row
 
 
-def build_model_app(store: Any, model: LogisticModel) -> Starlette:
-    """The app (no I/O until a request arrives)."""
+def build_model_app(store: Any, model: LogisticModel, clock: Clock = wall_clock_ms) -> Starlette:
+    """The app (no I/O until a request arrives); ``clock`` gives a request's time when it
+    names none."""
     service = store.get_feature_service(FEATURE_SERVICE)
 
     def read(row: dict[str, Any]) -> dict[str, list[Any]]:
@@ -65,7 +67,7 @@ def build_model_app(store: Any, model: LogisticModel) -> Starlette:
     async def predict(request: Request) -> JSONResponse:
         try:
             body = await request.json()
-            row = parse_predict(body, time.time_ns() // 1_000_000)
+            row = parse_predict(body, clock())
         except ValueError as exc:  # malformed JSON is a ValueError too
             return JSONResponse({"error": str(exc)}, status_code=422)
         online = await run_in_threadpool(read, row)  # Feast's SDK blocks

@@ -6,10 +6,11 @@ counters when scraped, so the hot path pays nothing for the export.
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
+
+from featurestream.clock import Clock, wall_clock_ms
 
 __all__ = ["FlowMetrics"]
 
@@ -25,7 +26,8 @@ class FlowMetrics:
     * watermark per source partition, and ids held for duplicate detection
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = wall_clock_ms) -> None:
+        self._clock = clock
         self.events: defaultdict[tuple[str, str], int] = defaultdict(int)
         self.tile_writes = 0
         self.write_batches = 0
@@ -93,7 +95,7 @@ class FlowMetrics:
             buckets=buckets,
             sum_value=self.write_seconds_sum,
         )
-        now_ms = time.time_ns() // 1_000_000
+        now_ms = self._clock()
         lag = GaugeMetricFamily(
             "featurestream_watermark_lag_seconds",
             "Wall clock minus the partition's event-time watermark",

@@ -16,6 +16,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from featurestream.clock import Clock, wall_clock_ms
 from featurestream.errors import BrokerUnavailable, ConfigError
 from featurestream.events import MAX_FUTURE_MS
 
@@ -56,7 +57,9 @@ def _start_offsets(
     return out
 
 
-def replay(bootstrap: str, topics: Sequence[str], from_ms: int) -> Iterator[tuple[str, Message]]:
+def replay(
+    bootstrap: str, topics: Sequence[str], from_ms: int, clock: Clock = wall_clock_ms
+) -> Iterator[tuple[str, Message]]:
     """Every message of ``topics`` produced from ``from_ms - MAX_FUTURE_MS`` on (no event
     time can be further ahead of its produce time, so nothing from ``from_ms`` on is
     missed; without a time index, from the beginning), as ``(topic, message)``.
@@ -79,7 +82,7 @@ def replay(bootstrap: str, topics: Sequence[str], from_ms: int) -> Iterator[tupl
         }
     )
     try:
-        yield from _replay(consumer, bootstrap, topics, from_ms)
+        yield from _replay(consumer, bootstrap, topics, from_ms, clock())
     except KafkaException as exc:
         raise BrokerUnavailable(f"replay from {bootstrap}: {exc}") from exc
     finally:
@@ -87,9 +90,8 @@ def replay(bootstrap: str, topics: Sequence[str], from_ms: int) -> Iterator[tupl
 
 
 def _replay(
-    consumer: Consumer, bootstrap: str, topics: Sequence[str], from_ms: int
+    consumer: Consumer, bootstrap: str, topics: Sequence[str], from_ms: int, started_ms: int
 ) -> Iterator[tuple[str, Message]]:
-    started_ms = time.time_ns() // 1_000_000
     parts = _start_offsets(consumer, bootstrap, topics, from_ms)
     consumer.assign(parts)
     open_parts = {(tp.topic, tp.partition) for tp in parts}

@@ -42,7 +42,7 @@ from streams.offline.log import read_view_log
 from streams.online import ProgressKey, connect_online_store
 from streams.repo import apply_repo, open_store
 from tests.e2e.conftest import REDIS_IMAGE, kafka_container
-from tests.support import consume_all, copy_feature_repo, wait_until
+from tests.support import FEATURESTREAM, consume_all, copy_feature_repo, wait_until
 
 EVENTS = int(os.environ.get("FAULTS_EVENTS", "3000"))
 KILLS = int(os.environ.get("FAULTS_KILLS", "3"))
@@ -160,7 +160,7 @@ def _scenario(
         tmp_path / "engine.log",
     )
     up = subprocess.run(
-        [sys.executable, "-m", "featurestream_app.cli", "up"],
+        [*FEATURESTREAM, "up"],
         env=engine.env,
         capture_output=True,
         text=True,

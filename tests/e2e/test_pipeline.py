@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,20 +15,13 @@ from streams.definitions import compile_registry
 from streams.online.feast_store import TiledRedisOnlineStore
 from streams.repo import open_store
 from tests.e2e.conftest import Endpoints
-from tests.support import copy_feature_repo
+from tests.support import copy_feature_repo, run_cli
 
 MIN = 60_000
 
 
 def _cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "featurestream_app.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return run_cli(*args, env=env, timeout=timeout, ok=False)
 
 
 def test_online_features_from_containers_equal_counts_from_produced_events(

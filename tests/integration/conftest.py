@@ -12,20 +12,13 @@ from pathlib import Path
 import pytest
 
 from featurestream.settings import Settings
-from featurestream_app.stack import down, free_port, up
+from tests.support import running_stack
 
 
 @pytest.fixture(scope="module")
 def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """A running local stack; stopped (by pid) at the end of the module."""
-    settings = Settings(
-        state_dir=tmp_path_factory.mktemp("state"),
-        broker_port=free_port(),
-        redis_port=free_port(),
-    )
-    up(settings)
-    yield settings
-    down(settings)
+    yield from running_stack(tmp_path_factory)
 
 
 @pytest.fixture()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -25,7 +24,6 @@ import redis
 
 from featurestream.events import AvroCodec, load_contracts
 from featurestream.settings import Settings
-from featurestream_app.stack import cli_env
 from producers import EventProducer, TrafficConfig, TrafficGenerator
 from streams.core import ViewSpec, read_view
 from streams.core.reference import window_value
@@ -35,7 +33,7 @@ from streams.offline.log import read_view_log
 from streams.online import connect_online_store
 from streams.online.redis.layout import tile_key
 from streams.repo import apply_repo, open_store
-from tests.support import copy_feature_repo, run_engine_to_end
+from tests.support import copy_feature_repo, run_cli, run_engine_to_end, stack_env
 
 VIEWS = ("user_click_stats", "user_purchase_stats")
 
@@ -43,22 +41,8 @@ VIEWS = ("user_click_stats", "user_purchase_stats")
 def _cli(
     settings: Settings, repo: Path, *args: str, redis_db: int = 0, ok: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    env = cli_env(
-        settings,
-        FEATURESTREAM_REPO_PATH=str(repo),
-        FEATURESTREAM_REDIS_URL=f"redis://127.0.0.1:{settings.redis_port}/{redis_db}",
-    )
-    result = subprocess.run(
-        [sys.executable, "-m", "featurestream_app.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    if ok:
-        assert result.returncode == 0, result.stderr
-    return result
+    url = f"redis://127.0.0.1:{settings.redis_port}/{redis_db}"
+    return run_cli(*args, env=stack_env(settings, repo, FEATURESTREAM_REDIS_URL=url), ok=ok)
 
 
 def _produce(

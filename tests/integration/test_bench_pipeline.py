@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
+
+from tests.support import FEATURESTREAM
 
 EVENTS = 6_000
 MEMORY_USERS = 3_000
@@ -19,9 +20,7 @@ def test_pipeline_benchmark_writes_a_consistent_report(tmp_path: Path) -> None:
     out = tmp_path / "results"
     subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "featurestream_app.cli",
+            *FEATURESTREAM,
             "bench",
             "pipeline",
             "--events",

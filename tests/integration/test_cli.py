@@ -6,7 +6,6 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,17 +13,11 @@ import pytest
 
 from featurestream.settings import Settings
 from featurestream_app.stack import free_port
+from tests.support import run_cli
 
 
 def _cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "featurestream_app.cli", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return run_cli(*args, env={**os.environ, **env}, timeout=timeout, ok=False)
 
 
 def _alive(pid: int) -> bool:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -14,66 +12,18 @@ import pytest
 
 from featurestream.events import AvroCodec, load_contracts
 from featurestream.settings import Settings
-from featurestream_app.stack import cli_env
 from producers import EventProducer, TrafficConfig, TrafficGenerator
 from streams.online.feast_store import TiledRedisOnlineStore
 from streams.repo import apply_repo, open_store
-from tests.support import copy_feature_repo, run_engine_to_end
-
-
-def _cli(settings: Settings, repo: Path, *args: str) -> str:
-    env = cli_env(
-        settings,
-        FEATURESTREAM_REPO_PATH=str(repo),
-    )
-    result = subprocess.run(
-        [sys.executable, "-m", "featurestream_app.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+from tests.support import copy_feature_repo, run_cli, run_engine_to_end, seeded_repo, stack_env
 
 
 def test_recommender_and_fraud_services_serve_every_kind_of_feature(
     local_stack: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    repo = copy_feature_repo(tmp_path)
     first_user = 50_000_000 + (uuid.uuid4().int % 1000) * 100
     users = [first_user, first_user + 1, first_user + 2]
-    _cli(
-        local_stack,
-        repo,
-        "seed-data",
-        "--users",
-        "10",
-        "--first-user",
-        str(first_user),
-        "--items",
-        "50",
-    )
-    apply_repo(repo, local_stack.online_redis_url)
-    _cli(local_stack, repo, "materialize")
-
-    now_ms = time.time_ns() // 1_000_000
-    codec = AvroCodec(load_contracts())
-    records: dict[str, list[dict[str, object]]] = {}
-    with EventProducer(local_stack.bootstrap_servers) as producer:
-        for topic, count in (("clicks", 60), ("impressions", 150), ("purchases", 12)):
-            generator = TrafficGenerator(
-                TrafficConfig(
-                    topic=topic, users=2, items=50, seed=3, first_user=first_user, jitter_ms=0
-                ),
-                codec,
-            )
-            emitted = generator.batch([now_ms - 20_000 + i * 100 for i in range(count)])
-            records[topic] = [e.record for e in emitted if e.record is not None]
-            for record in records[topic]:
-                producer.send_record(topic, record)
-    run_engine_to_end(local_stack, repo)
+    repo, now_ms, records = seeded_repo(local_stack, tmp_path, first_user=first_user, seed=3)
 
     store = open_store(repo, local_stack.online_redis_url)
     read_ms = now_ms + 5_000
@@ -125,7 +75,7 @@ def test_recommender_and_fraud_services_serve_every_kind_of_feature(
 
     listed = {
         (r["view"], r["feature"]): r
-        for r in json.loads(_cli(local_stack, repo, "features", "--json"))
+        for r in json.loads(run_cli("features", "--json", env=stack_env(local_stack, repo)).stdout)
     }
     clicks = listed[("user_click_stats", "clicks_last_5min")]
     assert (clicks["kind"], clicks["aggregation"], clicks["window"], clicks["source"]) == (

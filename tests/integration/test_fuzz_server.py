@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from featurestream_app.seed import seed_data
 from featurestream_app.stack import cli_env, free_port
 from producers import ClickTraffic, EventProducer
 from streams.repo import apply_repo, open_store
-from tests.support import copy_feature_repo, run_engine_to_end, wait_until
+from tests.support import FEATURESTREAM, copy_feature_repo, run_engine_to_end, wait_until
 
 
 def _up(port: int) -> bool:
@@ -51,9 +50,7 @@ def api_schema(local_stack: Settings, tmp_path_factory: pytest.TempPathFactory) 
     )
     server = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "featurestream_app.cli",
+            *FEATURESTREAM,
             "serve",
             "--port",
             str(port),

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -23,7 +22,7 @@ from featurestream_app.seed import seed_data
 from featurestream_app.stack import cli_env, free_port
 from producers import EventProducer, TrafficConfig, TrafficGenerator
 from streams.repo import open_store
-from tests.support import run_engine_to_end, wait_until
+from tests.support import FEATURESTREAM, run_engine_to_end, wait_until
 
 
 def _post(port: int, body: Any) -> tuple[int, Any]:
@@ -77,7 +76,7 @@ def test_model_is_trained_on_the_log_and_served_with_the_same_features(
     )
     model = tmp_path / "model.json"
     trained = subprocess.run(
-        [sys.executable, "-m", "featurestream_app.cli", "train-model", "--out", str(model)],
+        [*FEATURESTREAM, "train-model", "--out", str(model)],
         env=env,
         capture_output=True,
         text=True,
@@ -92,9 +91,7 @@ def test_model_is_trained_on_the_log_and_served_with_the_same_features(
     port = free_port()
     server = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "featurestream_app.cli",
+            *FEATURESTREAM,
             "serve-model",
             "--port",
             str(port),

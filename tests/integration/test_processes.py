@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -19,26 +18,18 @@ from streams.offline.feast_store import log_root
 from streams.offline.log import read_view_log
 from streams.online import connect_online_store
 from streams.repo import apply_repo, open_store
-from tests.support import copy_feature_repo
+from tests.support import FEATURESTREAM, copy_feature_repo, run_cli, stack_env
 
 
 def _run(settings: Settings, repo: Path, state: Path, db: int, *args: str) -> None:
-    env = cli_env(
+    env = stack_env(
         settings,
-        FEATURESTREAM_REPO_PATH=str(repo),
+        repo,
         FEATURESTREAM_STATE_DIR=str(state),
         FEATURESTREAM_REDIS_URL=f"redis://127.0.0.1:{settings.redis_port}/{db}",
         FEATURESTREAM_METRICS_PORT="0",
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "featurestream_app.cli", "run", "--stop-at-end", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_cli("run", "--stop-at-end", *args, env=env, timeout=300)
 
 
 def test_two_processes_equal_one(local_stack: Settings, tmp_path: Path) -> None:
@@ -125,9 +116,7 @@ def test_engine_processes_do_not_outlive_a_killed_parent(
         FEATURESTREAM_REDIS_URL=url,
         FEATURESTREAM_METRICS_PORT="0",
     )
-    parent = subprocess.Popen(
-        [sys.executable, "-m", "featurestream_app.cli", "run", "--processes", "2"], env=env
-    )
+    parent = subprocess.Popen([*FEATURESTREAM, "run", "--processes", "2"], env=env)
     deadline = time.monotonic() + 60
     children: list[int] = []
     while time.monotonic() < deadline and len(children) < 2:

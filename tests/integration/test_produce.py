@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -16,22 +14,14 @@ from featurestream.errors import DecodeError, InvalidEvent
 from featurestream.events import AvroCodec, load_contracts
 from featurestream.settings import Settings
 from producers import Click, EventProducer
-from tests.support import consume_all
+from tests.support import consume_all, run_cli
 
 CODEC = AvroCodec(load_contracts())
 
 
 def _produce(settings: Settings, *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "featurestream_app.cli", "produce", *args],
-        env={**os.environ, "FEATURESTREAM_BROKER_PORT": str(settings.broker_port)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+    env = {**os.environ, "FEATURESTREAM_BROKER_PORT": str(settings.broker_port)}
+    return run_cli("produce", *args, env=env, timeout=120).stdout
 
 
 def _consumed(settings: Settings, topic: str, keys: set[bytes]) -> Counter[tuple[str, str]]:

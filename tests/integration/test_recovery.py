@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -16,7 +14,7 @@ from featurestream.settings import Settings
 from producers import ClickTraffic, EventProducer
 from streams.online.feast_store import TiledRedisOnlineStore
 from streams.repo import apply_repo, open_store
-from tests.support import copy_feature_repo
+from tests.support import copy_feature_repo, run_cli
 
 
 def test_a_restarted_run_resumes_and_counts_every_event_once(
@@ -45,22 +43,7 @@ def test_a_restarted_run_resumes_and_counts_every_event_once(
         with EventProducer(local_stack.bootstrap_servers) as producer:
             for click in batch:
                 producer.send(click)
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "featurestream_app.cli",
-                "run",
-                "user_click_stats",
-                "--stop-at-end",
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr[-2000:]
+        run_cli("run", "user_click_stats", "--stop-at-end", env=env, timeout=300)
         written.append({p: p.stat().st_mtime_ns for p in log_dir.rglob("part-*.parquet")})
 
     # Resumed, not rebuilt: the first run's files are untouched, the second adds files.

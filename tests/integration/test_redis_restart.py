@@ -8,7 +8,6 @@ import dataclasses
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -17,23 +16,13 @@ from typing import Any
 import pytest
 
 from featurestream.settings import Settings
-from featurestream_app.stack import cli_env, free_port, port_open, redis_server_argv
+from featurestream_app.stack import cli_env, free_port
 from producers import ClickTraffic, EventProducer
 from streams.core.reference import view_values
 from streams.definitions import compile_registry
 from streams.online import OnlineStore, ProgressKey, connect_online_store
 from streams.repo import apply_repo, open_store
-from tests.support import copy_feature_repo, wait_until
-
-
-def _redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [*redis_server_argv(port), "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_until(lambda: port_open("127.0.0.1", port), 20, "redis-server")
-    return proc
+from tests.support import FEATURESTREAM, copy_feature_repo, redis_server, wait_until
 
 
 def _produce(settings: Settings, clicks: list[Any]) -> dict[ProgressKey, int]:
@@ -57,7 +46,7 @@ def test_tiles_lost_with_redis_are_restored(
 ) -> None:
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
-    redis = _redis(port, tmp_path)
+    redis = redis_server(port, tmp_path / "redis.log", "--dir", str(tmp_path))
     repo = copy_feature_repo(tmp_path)
     apply_repo(repo, url)
     view = next(v for v in compile_registry(open_store(repo, url)) if v.name == "user_click_stats")
@@ -87,7 +76,7 @@ def test_tiles_lost_with_redis_are_restored(
     log = tmp_path / "engine.log"
     with log.open("wb") as out:
         engine = subprocess.Popen(
-            [sys.executable, "-m", "featurestream_app.cli", "run"],
+            [*FEATURESTREAM, "run"],
             env=env,
             stdout=out,
             stderr=out,
@@ -97,9 +86,10 @@ def test_tiles_lost_with_redis_are_restored(
     try:
         wait_until(lambda: _caught_up(store, view.project, ends), 120, "the engine")
         time.sleep(1.5)  # a few snapshots (and offline log flushes) after the events
-        redis.kill()
-        redis.wait()
-        redis = _redis(port, tmp_path)  # empty: it keeps nothing on disk
+        redis.stop()
+        redis = redis_server(
+            port, tmp_path / "redis.log", "--dir", str(tmp_path)
+        )  # empty: it keeps nothing on disk
         assert not store.entities(view, 1)
         ends_after = _produce(local_stack, after)
         wait_until(lambda: _caught_up(store, view.project, ends_after), 120, "the engine")
@@ -126,5 +116,4 @@ def test_tiles_lost_with_redis_are_restored(
     finally:
         os.killpg(engine.pid, signal.SIGTERM)
         engine.wait(timeout=30)
-        redis.kill()
-        redis.wait()
+        redis.stop()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 from featurestream.settings import Settings
 from featurestream_app.stack import free_port
 from producers import ClickTraffic, EventProducer
-from tests.support import run_engine_to_end, wait_until
+from tests.support import FEATURESTREAM, run_engine_to_end, wait_until
 
 
 def _get(url: str) -> int:
@@ -44,7 +43,7 @@ def test_feature_server_answers_with_exact_windows(local_stack: Settings, repo: 
         "FEATURESTREAM_REDIS_PORT": str(local_stack.redis_port),
     }
     server = subprocess.Popen(
-        [sys.executable, "-m", "featurestream_app.cli", "serve", "--port", str(port)],
+        [*FEATURESTREAM, "serve", "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

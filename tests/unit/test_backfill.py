@@ -16,27 +16,13 @@ from featurestream.errors import ConfigError
 from featurestream.events import AvroCodec, load_contracts
 from streams.backfill import FileEvents, History, TimeRange
 from streams.consistency import same_value
-from streams.core import AggregationSpec, EntityTiles, ViewSpec
+from streams.core import EntityTiles
 from streams.core.reference import view_values
-from tests.support import read_after
+from tests.support import SPEND_VIEW, read_after
 
 PROPERTY = settings(max_examples=60, deadline=None)
 
-VIEW = ViewSpec(
-    project="p",
-    name="spend",
-    topic="purchases",
-    join_keys=("user_id",),
-    timestamp_field="event_time",
-    allowed_lateness_ms=30_000,
-    aggregations=(
-        AggregationSpec("n_10m", "count", "event_id", 600_000, 10_000),
-        AggregationSpec("sum_1h", "sum", "amount", 3_600_000, 60_000),
-        AggregationSpec("items_10m", "count_distinct", "item_id", 600_000, 10_000),
-        AggregationSpec("last_1h", "last", "amount", 3_600_000, 60_000),
-    ),
-    field_types=(("user_id", "long"), ("amount", "double"), ("item_id", "long")),
-)
+VIEW = SPEND_VIEW
 
 events_strategy = st.lists(
     st.tuples(

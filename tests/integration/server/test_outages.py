@@ -1,0 +1,182 @@
+"""The fast server when Redis is slow, down or restarted, when too many lookups are in
+flight, and when the registry changes under it (a private Redis and repository)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from featurestream_app.stack import free_port
+from streams.online.redis.reader import PipelinedRedisReader
+from streams.repo import apply_repo
+from tests.integration.server.client import (
+    call,
+    columns,
+    expect_error,
+    fast_server,
+    lookup,
+    metric,
+)
+from tests.integration.server.conftest import Served
+from tests.support import Background, copy_feature_repo, redis_server, wait_until
+
+
+@pytest.fixture()
+def outage(served: Served, tmp_path: Path) -> Iterator[tuple[str, Path, int, Background]]:
+    """A fast server on a private redis-server and repo copy (refreshes its registry often)."""
+    redis_port = free_port()
+    private = redis_server(redis_port, tmp_path / "redis.log")
+    url = f"redis://127.0.0.1:{redis_port}/0"
+    repo = copy_feature_repo(tmp_path)
+    apply_repo(repo, url)
+    server, base = fast_server(
+        tmp_path,
+        repo,
+        url,
+        settings={"max_in_flight": 2, "redis_timeout_ms": 50, "registry_refresh_s": 0.5},
+    )
+    try:
+        server.wait_http(f"{base}/ready")
+        yield base, repo, redis_port, private
+    finally:
+        server.stop()
+        private.stop()
+
+
+def test_redis_outages_fail_fast_and_recover(
+    outage: tuple[str, Path, int, Background], tmp_path: Path
+) -> None:
+    base, _, redis_port, private = outage
+    body = {
+        "features": ["user_click_stats:clicks_last_1h", "user_profile:country"],
+        "entities": {"user_id": [1, 2]},
+    }
+    # every user's newest event time differs: a reply given to the wrong lookup shows
+    newest = {u: 1_700_000_000_000 + u * 1000 for u in range(1, 20)}
+    for user, ms in newest.items():
+        redis.Redis.from_url(f"redis://127.0.0.1:{redis_port}/0").hset(
+            f"fst:featurestream_demo:user_click_stats:{user}", "_last_ms", ms
+        )
+
+    def stamps(users: list[int], *, patient: bool = False) -> list[str]:
+        deadline = time.monotonic() + 10
+        while True:  # patient: the first answer that is not a 503 must be right
+            answer = lookup(base, {**body, "entities": {"user_id": users}})
+            if not (patient and answer.status == 503 and time.monotonic() < deadline):
+                break
+        assert answer.status == 200, answer.body
+        return list(columns(answer.body)["clicks_last_1h"]["event_timestamps"])
+
+    def expected(users: list[int]) -> list[str]:
+        return [
+            time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(newest[u] // 1000)) + "Z" for u in users
+        ]
+
+    assert stamps([1, 2]) == expected([1, 2])
+
+    # hung (SIGSTOP): the deadline answers
+    os.kill(private.proc.pid, signal.SIGSTOP)
+    try:
+        answer = lookup(base, body)
+        expect_error(answer, 503, "online_store_unavailable", "did not answer within 50 ms")
+        assert answer.seconds < 1.0 and answer.headers["retry-after"] == "1"
+        ready = call(base, "/ready")
+        assert ready.status == 503 and ready.seconds < 1.0
+        assert call(base, "/health").status == 200
+
+        # negative control: without a short deadline the same read hangs
+        async def unbounded() -> None:
+            reader = PipelinedRedisReader(f"redis://127.0.0.1:{redis_port}/0", timeout_ms=30_000)
+            try:
+                await asyncio.wait_for(reader.execute([("PING",)]), 1.0)
+            finally:
+                await reader.close()
+
+        with pytest.raises(TimeoutError):
+            asyncio.run(unbounded())
+        for user in (3, 4, 5):  # lookups that give up while their commands are queued
+            assert lookup(base, {**body, "entities": {"user_id": [user]}}).status == 503
+    finally:
+        os.kill(private.proc.pid, signal.SIGCONT)
+    # the replies of the lookups that gave up are skipped, not handed to the next ones
+    assert stamps([6, 7, 1], patient=True) == expected([6, 7, 1])
+
+    # down (stopped): connection refused answers at once
+    private.stop()
+    answer = lookup(base, body)
+    expect_error(answer, 503, "online_store_unavailable")
+    assert answer.seconds < 1.0
+    restarted = redis_server(redis_port, tmp_path / "redis-2.log")
+    try:
+        wait_until(lambda: lookup(base, body).status == 200, 10, "recovery after restart")
+        assert call(base, "/ready").status == 200
+    finally:
+        restarted.stop()
+
+
+def test_more_lookups_in_flight_than_allowed_are_503(
+    outage: tuple[str, Path, int, Background],
+) -> None:
+    base = outage[0]
+    host, port = base.removeprefix("http://").split(":")
+    # two clients that never finish their body hold the two slots
+    slow = []
+    for _ in range(2):
+        s = socket.create_connection((host, int(port)))
+        s.sendall(
+            b"POST /get-online-features HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+        )
+        slow.append(s)
+    try:
+        wait_until(
+            lambda: metric(call(base, "/metrics").body, "featurestream_serving_in_flight") == 2.0,
+            10,
+            "two lookups in flight",
+        )
+        answer = lookup(
+            base, {"features": ["user_click_stats:clicks_last_1h"], "entities": {"user_id": [1]}}
+        )
+        expect_error(answer, 503, "overloaded", "max_in_flight=2")
+        assert answer.headers["retry-after"] == "1"
+    finally:
+        for s in slow:
+            s.close()
+    wait_until(
+        lambda: (
+            lookup(
+                base,
+                {"features": ["user_click_stats:clicks_last_1h"], "entities": {"user_id": [1]}},
+            ).status
+            == 200
+        ),
+        10,
+        "slots freed",
+    )
+
+
+def test_a_changed_registry_is_served_without_restart(
+    outage: tuple[str, Path, int, Background],
+) -> None:
+    base, repo, redis_port, _ = outage
+    body = {"feature_service": "clicks_only_v1", "entities": {"user_id": [1]}}
+    assert lookup(base, body).status == 404
+    before = call(base, "/ready").body["registry"]
+    (repo / "extra_service.py").write_text(
+        "from feast import FeatureService\n"
+        "from user_click_stats import user_click_stats\n"
+        "clicks_only_v1 = FeatureService(name='clicks_only_v1', "
+        "features=[user_click_stats[['clicks_last_1h']]])\n"
+    )
+    apply_repo(repo, f"redis://127.0.0.1:{redis_port}/0")
+    wait_until(lambda: lookup(base, body).status == 200, 15, "the new feature service")
+    assert columns(lookup(base, body).body)["clicks_last_1h"]["values"] == [0]
+    assert call(base, "/ready").body["registry"] != before
