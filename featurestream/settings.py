@@ -66,6 +66,11 @@ class Settings(BaseSettings):
         default=None,
         description='API keys of the feature server: JSON {"key": ["service", ...] | "*"}.',
     )
+    serve_online_timeout_ms: int = Field(
+        default=50,
+        gt=0,
+        description="Deadline of the feature server's online-store round trip (longer: 503).",
+    )
     serve_tls_keyfile: Path | None = None
     serve_tls_certfile: Path | None = None
 

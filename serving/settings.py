@@ -44,7 +44,7 @@ class ServerSettings:
     Attributes:
         max_entities: Most entity rows one request may ask for (more: 413).
         max_body_bytes: Largest request body accepted (more: 413).
-        redis_timeout_ms: Deadline of one Redis round trip (longer: 503).
+        redis_timeout_ms: Deadline of one online-store round trip (longer: 503).
         max_in_flight: Most requests served at once per worker (more: 503, Retry-After: 1).
         registry_refresh_s: How often the registry is re-read; plans are recompiled
             when it changed.
@@ -53,7 +53,7 @@ class ServerSettings:
             to online reads (feast-dev/feast#6821); set False for its exact behaviour.
         redis_client: ``"pipelined"`` (one multiplexed RESP connection, the fastest),
             ``"redis-asyncio"`` (a redis.asyncio pipeline) or ``"thread"`` (a sync
-            redis-py pipeline in a thread pool); see :mod:`serving.online`.
+            redis-py pipeline in a thread pool); see :mod:`streams.online.redis.reader`.
         max_plans: Compiled lookup plans kept per worker (distinct feature lists).
         api_keys: Secret key -> grants (see the module docstring). Empty: no auth.
     """

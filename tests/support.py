@@ -196,32 +196,50 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> No
 
 
 def consume_all(
-    bootstrap: str, topic: str, idle_s: float = 2.0, timeout_s: float = 30.0
+    bootstrap: str, topic: str, idle_s: float = 2.0, timeout_s: float = 60.0
 ) -> list[Any]:
-    """Every message of ``topic`` from the beginning, until none arrives for ``idle_s``.
+    """Every message of ``topic`` from the beginning: read until every partition has
+    reported its end and nothing more arrived for ``idle_s`` after that.
 
-    Reads until idle rather than to the high watermark: the embedded broker (Tansu
-    0.6.0) under-reports the watermark of partitions whose last batch holds several
-    records.
+    Waits for the ends rather than trusting the high watermark alone: the embedded
+    broker (Tansu 0.6.0) under-reports the watermark of partitions whose last batch
+    holds several records, so an end may be reported early; the idle time after it
+    lets the rest arrive. The idle clock starts only once the broker answered, so a
+    slow first fetch does not end the read.
     """
+    from confluent_kafka import KafkaError
+
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
             "group.id": f"test-{uuid.uuid4()}",
             "enable.auto.commit": False,
+            "enable.partition.eof": True,
             "log_level": 0,
         }
     )
     try:
         meta = consumer.list_topics(topic, timeout=10).topics[topic]
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
+        partitions = set(meta.partitions)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         out: list[Any] = []
+        at_end: set[int] = set()
         deadline = time.monotonic() + timeout_s
-        last_seen = time.monotonic()
-        while time.monotonic() < deadline and time.monotonic() - last_seen < idle_s:
+        last_seen: float | None = None
+        while time.monotonic() < deadline:
+            ended = at_end >= partitions and last_seen is not None
+            if ended and time.monotonic() - (last_seen or 0.0) >= idle_s:
+                break
             msg = consumer.poll(0.2)
-            if msg is None or msg.error():
+            if msg is None:
                 continue
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    at_end.add(int(msg.partition()))
+                    last_seen = last_seen or time.monotonic()
+                continue
+            at_end.discard(int(msg.partition()))
             out.append(msg)
             last_seen = time.monotonic()
         return out

@@ -44,7 +44,10 @@ def serve(host: str | None, port: int | None, workers: int, use_feast: bool) -> 
         host=host,
         port=port,
         workers=workers,
-        settings=ServerSettings(api_keys=load_api_keys(keys)) if keys else ServerSettings(),
+        settings=ServerSettings(
+            api_keys=load_api_keys(keys) if keys else {},
+            redis_timeout_ms=settings.serve_online_timeout_ms,
+        ),
         ssl_keyfile=settings.serve_tls_keyfile,
         ssl_certfile=settings.serve_tls_certfile,
         log_level="warning",

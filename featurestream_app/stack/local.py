@@ -30,6 +30,7 @@ __all__ = [
 ]
 
 BROKER = "broker"
+_CREATE_TOPICS_S = 30.0
 REDIS = "redis"
 # Processes of the app started in the background by `featurestream demo`; stopped first.
 APP_PROCESSES = ("engine", "server")
@@ -55,7 +56,8 @@ def create_topics(settings: Settings) -> list[str]:
         settings.bootstrap_servers,
         stack_topics(settings),
         partitions=settings.topic_partitions,
-        timeout_s=settings.connect_timeout_s,
+        # A broker that has just started may take longer than a connect to create topics.
+        timeout_s=max(settings.connect_timeout_s, _CREATE_TOPICS_S),
     )
 
 

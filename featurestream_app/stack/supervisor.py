@@ -117,7 +117,7 @@ class Supervisor:
         *,
         endpoint: str,
         ready: Callable[[], bool],
-        deadline_s: float = 20.0,
+        deadline_s: float = 60.0,
         env: Mapping[str, str] | None = None,
         port: tuple[str, int] | None = None,
     ) -> Running:

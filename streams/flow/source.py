@@ -27,8 +27,9 @@ from .metrics import FlowMetrics
 
 __all__ = ["KafkaEventSource", "PartitionResume", "topic_views"]
 
-# With --stop-at-end: a partition is finished after end-of-partition was reported
-# and nothing arrived for this long (the end offset some brokers report can lag).
+# With --stop-at-end: a partition is finished after end-of-partition was reported,
+# nothing arrived for this long (the end offset some brokers report can lag) and the
+# broker, asked again, puts the end no further than what was read.
 _END_QUIET_S = 0.5
 # An idle partition is asked again after this long.
 _IDLE_POLL_S = 0.005
@@ -88,7 +89,10 @@ class _Partition(StatefulSourcePartition[SourceBatch, PartitionResume]):
             and reader.eof_at is not None
             and time.monotonic() - reader.eof_at > _END_QUIET_S
         ):
-            raise StopIteration
+            # A negative offset (nothing read yet) at the end: the partition is empty.
+            if self._offset < 0 or reader.at_end(self._offset):
+                raise StopIteration
+            reader.eof_at = None  # more to read: wait for the next end of the partition
         self._awake = None if anything else datetime.now(UTC) + timedelta(seconds=_IDLE_POLL_S)
         return []
 

@@ -99,6 +99,21 @@ class PartitionReader:
             out.append((int(msg.offset() or 0), msg.value(), produced_ms(msg)))
         return out, bool(messages)
 
+    def at_end(self, next_offset: int, timeout_s: float = 5.0) -> bool:
+        """Whether ``next_offset`` is at (or past) the partition's end as the broker reports
+        it now (asked, not cached).
+
+        Raises:
+            BrokerUnavailable: when the broker does not answer.
+        """
+        try:
+            _, high = self._consumer.get_watermark_offsets(
+                TopicPartition(self.topic, self.partition), timeout=timeout_s, cached=False
+            )
+        except KafkaException as exc:
+            raise BrokerUnavailable(f"end of {self.topic}/{self.partition}: {exc}") from exc
+        return bool(next_offset >= high)
+
     def close(self) -> None:
         """Leave the partition."""
         self._consumer.close()

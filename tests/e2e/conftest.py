@@ -73,7 +73,7 @@ def kafka_container(host_port: int) -> DockerContainer:
         }.items():
             container = container.with_env(key, value)
     return container.waiting_for(
-        _KafkaMetadata(bootstrap).with_poll_interval(0.1).with_startup_timeout(60)
+        _KafkaMetadata(bootstrap).with_poll_interval(0.1).with_startup_timeout(180)
     )
 
 
@@ -83,7 +83,7 @@ def containers() -> Iterator[Endpoints]:
     host_port = free_port()
     kafka = kafka_container(host_port)
     redis = RedisContainer(image=REDIS_IMAGE).waiting_for(
-        PingWaitStrategy().with_poll_interval(0.1).with_startup_timeout(60)
+        PingWaitStrategy().with_poll_interval(0.1).with_startup_timeout(180)
     )
     kafka.start()
     try:

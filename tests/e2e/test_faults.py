@@ -207,6 +207,9 @@ def _scenario(
     restart_redis_after = chunks // 2
     per_chunk = events // chunks
     for chunk in range(chunks):
+        # Read before producing: a fast engine may claim the whole chunk before a read
+        # after it, and progress would then never move again.
+        before = sum(progress_now().values())
         now_ms = time.time_ns() // 1_000_000
         for e in generator.batch(
             [now_ms - 1_000 + i * 1_000 // per_chunk for i in range(per_chunk)]
@@ -247,7 +250,6 @@ def _scenario(
         if chunk in kill_after:
             # Once the engine is applying this chunk (not while it starts up): then
             # anywhere, consuming, writing or snapshotting.
-            before = sum(progress_now().values())
             wait_until(lambda b=before: sum(progress_now().values()) > b, 120, "progress")
             time.sleep(rng.uniform(0.0, 1.5))
             engine.kill()
@@ -317,8 +319,6 @@ def _scenario(
         return all(progress.get(k, 0) >= v for k, v in ends.items())
 
     wait_until(caught_up, 300, "the engine to catch up")
-    time.sleep(1.5)  # snapshots flush the offline log
-    engine.kill()
 
     # The oracle: per partition in offset order, what the gate must apply.
     applied: list[dict[str, Any]] = []
@@ -327,10 +327,23 @@ def _scenario(
         ok, _late = classify_partition(records, LATENESS_MS)
         applied += ok
     stats.applied = len(applied)
+    applied_ids = {e["event_id"] for e in applied}
+    users = sorted({e["user_id"] for e in applied})
+
+    def logged_ids() -> set[str]:
+        logged = read_view_log(log_root(store.config), view, {(u,) for u in users})
+        return {i for ev in logged.values() for i in ev.columns["event_id"]}
+
+    # The offline log is flushed a few seconds behind the tiles (with the snapshots):
+    # wait for it to hold what was applied (at most a minute; what is still missing then
+    # is counted below).
+    deadline = time.monotonic() + 60
+    while not applied_ids <= logged_ids() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    engine.kill()
     by_user: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for e in applied:
         by_user[e["user_id"]].append(e)
-    users = sorted(by_user)
     read_ms = max(e["event_time"] for e in applied) + 1_000
     (rows,) = tiles.read([(view, [str(u) for u in users])], read_ms)
     for user, (values, _) in zip(users, rows, strict=True):
@@ -338,11 +351,9 @@ def _scenario(
         if values != expected:
             stats.mismatches.append((user, values, expected))
 
-    logged = read_view_log(log_root(store.config), view, {(u,) for u in users})
-    logged_ids = {i for ev in logged.values() for i in ev.columns["event_id"]}
-    applied_ids = {e["event_id"] for e in applied}
-    stats.log_missing = len(applied_ids - logged_ids)
-    stats.log_extra = len(logged_ids - applied_ids)
+    logged = logged_ids()
+    stats.log_missing = len(applied_ids - logged)
+    stats.log_extra = len(logged - applied_ids)
 
     # Dead letters: at least once; one per source position (replays resend them).
     positions: dict[tuple[bytes, bytes, bytes], str] = {}

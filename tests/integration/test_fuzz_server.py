@@ -47,6 +47,7 @@ def api_schema(local_stack: Settings, tmp_path_factory: pytest.TempPathFactory) 
     env = cli_env(
         local_stack,
         FEATURESTREAM_REPO_PATH=str(repo),
+        FEATURESTREAM_SERVE_ONLINE_TIMEOUT_MS="5000",  # not what this test tests
     )
     server = subprocess.Popen(
         [

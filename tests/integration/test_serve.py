@@ -41,6 +41,7 @@ def test_feature_server_answers_with_exact_windows(local_stack: Settings, repo: 
         **os.environ,
         "FEATURESTREAM_REPO_PATH": str(repo),
         "FEATURESTREAM_REDIS_PORT": str(local_stack.redis_port),
+        "FEATURESTREAM_SERVE_ONLINE_TIMEOUT_MS": "5000",  # not what this test tests
     }
     server = subprocess.Popen(
         [*FEATURESTREAM, "serve", "--port", str(port)],

