@@ -145,67 +145,20 @@ class TiledRedisOnlineStore(RedisOnlineStore):
             return self._read_tiled(config, table, entity_keys, requested_features)
         return await super().online_read_async(config, table, entity_keys, requested_features)
 
-    def _read_features_per_fv(
-        self,
-        config: Any,
-        grouped_refs: Any,
-        join_key_values: Any,
-        entity_name_to_join_key_map: Any,
-        online_features_response: Any,
-        full_feature_names: bool,
-        include_feature_view_version_metadata: bool,
-    ) -> None:
+    # Feast calls these with (config, grouped_refs, join_key_values,
+    # entity_name_to_join_key_map, online_features_response, full_feature_names,
+    # include_feature_view_version_metadata), positionally: ``rest`` is the last five.
+    def _read_features_per_fv(self, config: Any, grouped_refs: Any, *rest: Any) -> None:
         plain = [(t, f) for t, f in grouped_refs if not self._is_tiled(t)]
         if plain:
-            super()._read_features_per_fv(
-                config,
-                plain,
-                join_key_values,
-                entity_name_to_join_key_map,
-                online_features_response,
-                full_feature_names,
-                include_feature_view_version_metadata,
-            )
-        self._populate_tiled(
-            config,
-            grouped_refs,
-            join_key_values,
-            entity_name_to_join_key_map,
-            online_features_response,
-            full_feature_names,
-            include_feature_view_version_metadata,
-        )
+            super()._read_features_per_fv(config, plain, *rest)
+        self._populate_tiled(config, grouped_refs, *rest)
 
-    async def _read_features_per_fv_async(
-        self,
-        config: Any,
-        grouped_refs: Any,
-        join_key_values: Any,
-        entity_name_to_join_key_map: Any,
-        online_features_response: Any,
-        full_feature_names: bool,
-        include_feature_view_version_metadata: bool,
-    ) -> None:
+    async def _read_features_per_fv_async(self, config: Any, grouped_refs: Any, *rest: Any) -> None:
         plain = [(t, f) for t, f in grouped_refs if not self._is_tiled(t)]
         if plain:
-            await super()._read_features_per_fv_async(
-                config,
-                plain,
-                join_key_values,
-                entity_name_to_join_key_map,
-                online_features_response,
-                full_feature_names,
-                include_feature_view_version_metadata,
-            )
-        self._populate_tiled(
-            config,
-            grouped_refs,
-            join_key_values,
-            entity_name_to_join_key_map,
-            online_features_response,
-            full_feature_names,
-            include_feature_view_version_metadata,
-        )
+            await super()._read_features_per_fv_async(config, plain, *rest)
+        self._populate_tiled(config, grouped_refs, *rest)
 
     def _populate_tiled(
         self,

@@ -57,6 +57,7 @@ class _Deadline:
     """The deadline of one round trip and the error when it is missed."""
 
     def __init__(self, url: str, timeout_ms: int) -> None:
+        self.url = parse(url).url
         self.where = parse(url).where
         self.timeout_s = timeout_ms / 1000
 
@@ -66,8 +67,35 @@ class _Deadline:
             f"({detail}); retry shortly"
         )
 
+    def pool(self, pool_class: Any, max_connections: int, retry: Any) -> Any:
+        """A redis-py connection pool whose every wait is bounded by the deadline."""
+        try:
+            return pool_class.from_url(
+                self.url,
+                max_connections=max_connections,
+                timeout=self.timeout_s,
+                socket_timeout=self.timeout_s,
+                socket_connect_timeout=self.timeout_s,
+                retry=retry,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"invalid Redis URL {self.where!r}: {exc}") from exc
 
-class AsyncRedisReader(OnlineReader):
+
+class _PipelineReader(OnlineReader):
+    """A reader that sends a lookup's commands as one redis-py pipeline (:meth:`_run`)."""
+
+    async def _run(self, commands: Sequence[Command]) -> list[Any]:
+        raise NotImplementedError
+
+    async def fetch(self, reads: Sequence[Read]) -> list[Answer]:
+        return decode_replies(reads, await self._run(_commands(reads)))
+
+    async def ping(self) -> None:
+        await self._run([("PING",)])
+
+
+class AsyncRedisReader(_PipelineReader):
     """``redis.asyncio`` reader. Construction does no I/O.
 
     Args:
@@ -78,18 +106,9 @@ class AsyncRedisReader(OnlineReader):
 
     def __init__(self, url: str, *, timeout_ms: int, max_connections: int) -> None:
         self._deadline = _Deadline(url, timeout_ms)
-        timeout_s = self._deadline.timeout_s
-        try:
-            pool = aioredis.BlockingConnectionPool.from_url(
-                parse(url).url,
-                max_connections=max_connections,
-                timeout=timeout_s,
-                socket_timeout=timeout_s,
-                socket_connect_timeout=timeout_s,
-                retry=AsyncRetry(NoBackoff(), 0),
-            )
-        except ValueError as exc:
-            raise ConfigError(f"invalid Redis URL {self._deadline.where!r}: {exc}") from exc
+        pool = self._deadline.pool(
+            aioredis.BlockingConnectionPool, max_connections, AsyncRetry(NoBackoff(), 0)
+        )
         self._client = aioredis.Redis(connection_pool=pool)
 
     async def _run(self, commands: Sequence[Command]) -> list[Any]:
@@ -104,17 +123,11 @@ class AsyncRedisReader(OnlineReader):
         except REDIS_ERRORS as exc:
             raise deadline.unavailable(str(exc) or type(exc).__name__) from exc
 
-    async def fetch(self, reads: Sequence[Read]) -> list[Answer]:
-        return decode_replies(reads, await self._run(_commands(reads)))
-
-    async def ping(self) -> None:
-        await self._run([("PING",)])
-
     async def close(self) -> None:
         await self._client.aclose()
 
 
-class ThreadRedisReader(OnlineReader):
+class ThreadRedisReader(_PipelineReader):
     """Sync redis-py client run in a thread pool. Construction does no I/O.
 
     Args:
@@ -125,18 +138,7 @@ class ThreadRedisReader(OnlineReader):
 
     def __init__(self, url: str, *, timeout_ms: int, threads: int = 8) -> None:
         self._deadline = _Deadline(url, timeout_ms)
-        timeout_s = self._deadline.timeout_s
-        try:
-            pool = redis.BlockingConnectionPool.from_url(
-                parse(url).url,
-                max_connections=threads,
-                timeout=timeout_s,
-                socket_timeout=timeout_s,
-                socket_connect_timeout=timeout_s,
-                retry=Retry(NoBackoff(), 0),
-            )
-        except ValueError as exc:
-            raise ConfigError(f"invalid Redis URL {self._deadline.where!r}: {exc}") from exc
+        pool = self._deadline.pool(redis.BlockingConnectionPool, threads, Retry(NoBackoff(), 0))
         self._client = redis.Redis(connection_pool=pool)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="redis-read")
 
@@ -155,12 +157,6 @@ class ThreadRedisReader(OnlineReader):
                 return await loop.run_in_executor(self._pool, self._pipeline, commands)
         except REDIS_ERRORS as exc:
             raise deadline.unavailable(str(exc) or type(exc).__name__) from exc
-
-    async def fetch(self, reads: Sequence[Read]) -> list[Answer]:
-        return decode_replies(reads, await self._run(_commands(reads)))
-
-    async def ping(self) -> None:
-        await self._run([("PING",)])
 
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
