@@ -25,7 +25,8 @@ from typing import Any
 
 from featurestream.clock import wall_clock_ms
 from featurestream.errors import ConfigError
-from streams.online import OnlineReader, connect_online_reader
+from streams.online import OnlineReader
+from streams.online.readers import connect_online_reader
 
 from .app import FeatureServer
 from .registry import StoreRegistry

@@ -2,7 +2,8 @@
 an in-memory one for unit tests (:mod:`.memory`), and the Feast online store plugin.
 
 Callers build a store from a URL with :func:`connect_online_store` (blocking half) or
-:func:`connect_online_reader` (asyncio half) and use only the port's methods.
+:func:`streams.online.readers.connect_online_reader` (asyncio half, which loads Feast:
+engine processes never import it) and use only the port's methods.
 ``streams.online.feast_store`` is imported by Feast by class path; it is not
 re-exported here so that the store can be used without importing Feast.
 """
@@ -38,7 +39,6 @@ __all__ = [
     "TilesRead",
     "WriteResult",
     "check_online_store",
-    "connect_online_reader",
     "connect_online_store",
 ]
 
@@ -54,19 +54,6 @@ def connect_online_store(
     from .redis import RedisOnlineStore
 
     return RedisOnlineStore(url, timeout_s=timeout_s, clock=clock)
-
-
-def connect_online_reader(
-    url: str, *, kind: str = "pipelined", timeout_ms: int = 1000, max_in_flight: int = 64
-) -> OnlineReader:
-    """The asyncio online-store reader ``kind`` at ``url`` (no I/O until its first call).
-
-    Raises:
-        ConfigError: when the URL cannot be parsed.
-    """
-    from .redis import make_reader
-
-    return make_reader(url, kind=kind, timeout_ms=timeout_ms, max_in_flight=max_in_flight)
 
 
 def check_online_store(url: str, timeout_s: float) -> None:

@@ -45,7 +45,8 @@ from serving.request import LookupRequest
 from streams.core import EntityTiles, StoredTiles, TileUpdate, entity_id
 from streams.online import FeastRow, FeastRowRead, TilesRead
 from streams.online.memory import MemoryOnlineStore
-from streams.online.redis.layout import commands_for, tile_key
+from streams.online.redis.feast_layout import commands_for
+from streams.online.redis.layout import tile_key
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning", "ignore::UserWarning")
 

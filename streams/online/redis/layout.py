@@ -11,36 +11,21 @@ Engine records: ``fst:{project}:_progress`` (hash ``{topic}:{partition}`` -> nex
 offset), ``fst:{project}:_written`` (hash ``{view}`` -> wall-clock ms of the last
 write), ``fst:{project}:_online:{engine}`` (the engine's marker).
 
-Batch views are in Feast's own Redis layout (written by ``feast materialize``): key =
-Feast's serialized entity key + project, field ``mmh3("{view}:{feature}")`` per
-feature and ``_ts:{view}`` for the row's timestamp.
-
-:func:`commands_for` and :func:`decode_replies` turn the port's reads into Redis
-commands and their replies into the port's answers; every Redis reader uses them.
+Batch views are in Feast's own Redis layout (:mod:`.feast_layout`). Nothing here
+imports Feast: the engine's processes start without it.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Mapping, Sequence
-from typing import Any
-
-from feast.infra.online_stores.helpers import _mmh3, _redis_key
-from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
-from feast.protos.feast.types.Value_pb2 import Value as ValueProto
-from feast.value_type import ValueType
+from collections.abc import Mapping
 
 from ...core import Partial, StoredTiles, ViewSpec
-from ..base import EngineMarker, FeastRow, FeastRowRead, FeastRows, Read, TilesRead
+from ..base import EngineMarker
 
 __all__ = [
     "LAST_EVENT_FIELD",
-    "commands_for",
-    "decode_replies",
     "decode_tiles",
     "entity_of_key",
-    "feast_fields",
-    "feast_key",
     "freshness_key",
     "marker_key",
     "progress_key",
@@ -51,8 +36,6 @@ __all__ = [
 
 LAST_EVENT_FIELD = "_last_ms"
 _LAST = LAST_EVENT_FIELD.encode()
-
-Command = tuple[Any, ...]
 
 
 def tile_key(project: str, view: str, entity: str) -> str:
@@ -107,79 +90,3 @@ def decode_tiles(view: ViewSpec, raw: Mapping[bytes, bytes]) -> StoredTiles:
         tiles[slot][int(index)] = spec.aggregator.decode(value)
     last = raw.get(_LAST)
     return StoredTiles(tiles, int(last) if last else None)
-
-
-def _entity_value(value_type: Any, value: Any) -> ValueProto:
-    if value_type == ValueType.INT64:
-        return ValueProto(int64_val=value)
-    if value_type == ValueType.INT32:
-        return ValueProto(int32_val=value)
-    if value_type == ValueType.STRING:
-        return ValueProto(string_val=value)
-    if value_type == ValueType.UNIX_TIMESTAMP:
-        return ValueProto(unix_timestamp_val=value)
-    raise ValueError(f"join keys of type {value_type.name} are not supported")
-
-
-@functools.lru_cache(maxsize=65_536)
-def feast_key(
-    project: str,
-    version: int,
-    join_keys: tuple[str, ...],
-    types: tuple[Any, ...],
-    values: tuple[Any, ...],
-) -> bytes:
-    """Feast's Redis key of one entity's row (its serialized entity key + project).
-
-    Raises:
-        ValueError: for a join key type Feast cannot key rows by.
-    """
-    entity_key = EntityKeyProto(
-        join_keys=list(join_keys),
-        entity_values=[_entity_value(t, v) for t, v in zip(types, values, strict=True)],
-    )
-    key: bytes = _redis_key(project, entity_key, entity_key_serialization_version=version)
-    return key
-
-
-@functools.lru_cache(maxsize=4096)
-def feast_fields(view: str, features: tuple[str, ...]) -> tuple[bytes | str, ...]:
-    """Feast's hash fields of ``features`` of ``view``, then the row timestamp's."""
-    return (*(_mmh3(f"{view}:{name}") for name in features), f"_ts:{view}")
-
-
-def _command(read: Read) -> Command:
-    if isinstance(read, TilesRead):
-        view = read.view
-        return ("HGETALL", tile_key(view.project, view.name, read.entity))
-    rows: FeastRows = read.rows
-    try:
-        key = feast_key(
-            rows.project, rows.key_version, rows.join_keys, rows.key_types, read.key_values
-        )
-    except ValueError as exc:
-        raise ValueError(f"view {rows.view!r}: {exc}") from None
-    return ("HMGET", key, *feast_fields(rows.view, rows.features))
-
-
-def commands_for(reads: Sequence[Read]) -> list[Command]:
-    """The Redis command answering each read (HGETALL of tiles, HMGET of Feast rows).
-
-    Raises:
-        ValueError: for a Feast row keyed by a type Feast cannot key rows by.
-    """
-    return [_command(read) for read in reads]
-
-
-def decode_replies(
-    reads: Sequence[Read], replies: Sequence[Any]
-) -> list[StoredTiles | FeastRow | None]:
-    """The port's answers from the replies to :func:`commands_for` (HGETALL replies as
-    dicts)."""
-    out: list[StoredTiles | FeastRow | None] = []
-    for read, reply in zip(reads, replies, strict=True):
-        if isinstance(read, FeastRowRead):
-            out.append(FeastRow(tuple(reply[:-1]), reply[-1]))
-        else:
-            out.append(decode_tiles(read.view, reply) if reply else None)
-    return out

@@ -12,7 +12,7 @@ Measured under uvicorn (1 worker, one-entity ``recommender_v1`` lookups, wrk wit
 8 connections on the same 2-core box): thread 1,450 req/s (p99 12.5 ms),
 redis.asyncio 2,190 req/s (p99 6.4 ms), pipelined 4,130 req/s (p99 3.9 ms).
 
-All send the commands of a lookup (:func:`~streams.online.redis.layout.commands_for`)
+All send the commands of a lookup (:func:`~streams.online.redis.feast_layout.commands_for`)
 in one round trip without retries, bounded by an ``asyncio.timeout`` of
 ``timeout_ms``: a slow or absent Redis fails the request fast instead of queueing
 it, and the next request opens a fresh connection, so the server recovers by itself
@@ -38,7 +38,7 @@ from featurestream.errors import ConfigError, InvalidRequest, OnlineStoreUnavail
 from ...core import StoredTiles
 from ..base import FeastRow, OnlineReader, Read
 from .client import REDIS_ERRORS, parse
-from .layout import Command, commands_for, decode_replies
+from .feast_layout import Command, commands_for, decode_replies
 from .resp import RespConnection, RespError
 
 __all__ = ["AsyncRedisReader", "PipelinedRedisReader", "ThreadRedisReader", "make_reader"]
