@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from featurestream.events import MAX_FUTURE_MS
+
 from .aggregators import Aggregator, Partial
 from .spec import AggregationSpec, ViewSpec
 
@@ -36,9 +38,9 @@ __all__ = [
     "window_tile_range",
 ]
 
-# How far an event time may be ahead of the clock of the reads (the contracts'
-# MAX_FUTURE_MS, featurestream.events): tiles and keys are kept that much longer.
-CLOCK_SKEW_MS = 5 * 60 * 1000
+# How far an event time may be ahead of the clock of the reads (what the contracts
+# allow): tiles and keys are kept that much longer.
+CLOCK_SKEW_MS = MAX_FUTURE_MS
 
 
 def entity_id(values: Sequence[Any]) -> str:
