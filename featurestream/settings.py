@@ -59,6 +59,12 @@ class Settings(BaseSettings):
         default=True,
         description="Rewrite the online tiles from the offline log when Redis lost them.",
     )
+    online_check_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="How often a running engine checks that the online store still holds "
+        "its views' markers (a store restarted empty is noticed within this, writes or not).",
+    )
     connect_timeout_s: float = Field(default=5.0, gt=0)
     serve_host: str = "127.0.0.1"
     serve_port: int = Field(default=6566, ge=1, le=65535)

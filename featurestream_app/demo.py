@@ -16,9 +16,10 @@ from featurestream.settings import Settings
 from featurestream_app.stack import Supervisor, log_tail, up
 from producers import Emission, EventProducer, TrafficConfig, TrafficGenerator
 from streams.consistency import check_consistency
+from streams.core import ViewSpec
 from streams.core.reference import view_values
 from streams.definitions import compile_registry
-from streams.online import OnlineStore, ProgressKey, connect_online_store
+from streams.online import OnlineStore, ProgressKey, ViewState, connect_online_store
 from streams.repo import apply_repo, open_store
 
 from .seed import VALID_FROM, seed_data
@@ -45,14 +46,14 @@ def _next_first_user(settings: Settings) -> int:
 
 
 def _wait_caught_up(
-    store: OnlineStore, project: str, ends: dict[ProgressKey, int], sup: Supervisor
+    store: OnlineStore, view: ViewSpec, ends: dict[ProgressKey, int], sup: Supervisor
 ) -> bool:
     deadline = time.monotonic() + CATCH_UP_S
     while time.monotonic() < deadline:
         if sup.find("engine") is None:
             log = sup.log_file("engine")
             raise StackError(f"the engine stopped; see {log}:\n{log_tail(log)}")
-        progress = store.progress(project)
+        progress = store.progress(ViewState.of(view))
         behind = sum(max(0, end - progress.get(k, 0)) for k, end in ends.items())
         if sys.stderr.isatty():
             sys.stderr.write(f"\r  engine lag: {behind:>8} events  ")
@@ -155,7 +156,7 @@ def run_demo(settings: Settings, *, duration_s: float, rate: float, users: int) 
     # Wait for exactly what was delivered (offsets from the delivery reports), which
     # does not depend on the broker's high-watermark bookkeeping.
     ends = {ProgressKey(t, p): o + 1 for (t, p), o in producer.stats.last_offsets.items()}
-    if not _wait_caught_up(tiles, view.project, ends, sup):
+    if not _wait_caught_up(tiles, view, ends, sup):
         raise StackError(f"the engine did not catch up within {CATCH_UP_S:.0f} s; see {engine.log}")
 
     _step("reading features through feast.FeatureStore.get_online_features")

@@ -1,10 +1,22 @@
-"""``featurestream run``: the engine's processes and the restore after an online-store loss.
+"""``featurestream run``: the engine's processes, its views' markers, and the restore
+after an online-store loss.
 
-One loop (:func:`supervise`) for one process and for N: before the first run, when
-the online store lacks the engine's marker, and after every run that found the
-store emptied, the tiles still in their windows are rewritten from the offline log
-and the marker set; then the flow runs again from its snapshots (replaying what
-came after them).
+One loop (:func:`supervise`) for one process and for N. Before each run it looks at
+every view's marker in the online store (``streams.online``: ``ready``, ``building``
+or absent) and at what the engine's snapshots hold:
+
+* a view resumed from snapshots whose marker is gone: the store lost its tiles (it
+  restarted empty); they are rewritten from the offline log with the stream's own
+  fold, and the marker is set ``ready`` before the flow resumes;
+* a view without snapshots (a new or changed definition, or lost state) rebuilds
+  from its topic: its marker is ``building`` (readers answer NOT_FOUND, never a
+  partial value) until its progress has caught up with the topic's end at the start,
+  then ``ready``. The store holding progress of this very definition that the topic
+  no longer covers (state lost, topic truncated or recreated) is refused: the
+  rebuild would set tiles with less than the store holds.
+
+While the flow runs, a write, or the watch's thread within a second, finding a
+marker gone stops it (``OnlineStoreLost``), and the loop restores and resumes.
 
 With ``--processes N`` each child process reads the partitions ``p % N == i``.
 Events are keyed by their entity, so each Kafka partition holds whole entities: a
@@ -23,19 +35,29 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from featurestream.errors import ConfigError, OnlineStoreLost
+from featurestream.errors import ConfigError, OnlineStoreLost, OnlineStoreUnavailable
 from featurestream.events import AvroCodec, contract_for_topic
 from featurestream.settings import Settings
 from streams.core import ViewSpec
 from streams.flow import FlowMetrics
-from streams.flow.runner import RunConfig, caused_by, engine_marker, kafka_flow, run_flow
-from streams.online import EngineMarker, OnlineStore, connect_online_store
+from streams.flow.runner import RunConfig, caused_by, kafka_flow, run_flow, snapshot_state_ids
+from streams.flow.watch import MarkerWatch
+from streams.kafka import holds, partitions_of, watermarks
+from streams.online import (
+    BUILDING,
+    READY,
+    OnlineStore,
+    ProgressKey,
+    ViewState,
+    connect_online_store,
+)
 from streams.restore import restore_online
 
 __all__ = [
@@ -54,36 +76,7 @@ log = logging.getLogger(__name__)
 LOST_EXIT = 75  # EX_TEMPFAIL: the online store lost the tiles
 LOST = -1
 """What a run returns when the online store lost the tiles (else its exit status)."""
-
-
-def supervise(
-    store: OnlineStore,
-    marker: EngineMarker,
-    restore: Callable[[], object] | None,
-    run_once: Callable[[], int],
-) -> int:
-    """Run the engine until a run ends other than by a loss; return its exit status.
-
-    Args:
-        store: The online store.
-        marker: The engine's marker.
-        restore: Rewrites the online tiles from the offline log (None: restores are
-            off, and a loss is not looked for).
-        run_once: Runs the engine's processes once: :data:`LOST` when the store lost
-            the tiles, else the exit status.
-    """
-    if restore is None:
-        return run_once()
-    lost = not store.has_marker(marker)  # none: the store started empty since the last run
-    while True:
-        if lost:
-            restore()
-            store.set_marker(marker)  # only once the tiles are back
-        status = run_once()
-        if status != LOST:
-            return status
-        log.warning("the online store lost the tiles: restoring them and resuming")
-        lost = True
+_READY_POLL_S = 0.5
 
 
 def check_shardable(specs: Sequence[ViewSpec]) -> None:
@@ -102,11 +95,12 @@ def check_shardable(specs: Sequence[ViewSpec]) -> None:
             )
 
 
-def recovery_dir(settings: Settings, views: Sequence[ViewSpec], index: int, count: int) -> Path:
-    """Each process's Bytewax recovery state, per set of view definitions (a changed
-    definition starts afresh; one process keeps the old layout)."""
-    base = settings.state_dir / "recovery" / "-".join(v.state_id for v in views)
-    return base if count == 1 else base / f"{index}of{count}"
+def recovery_dir(settings: Settings, index: int, count: int) -> Path:
+    """Each process's Bytewax recovery state. One store for every view: a view's steps
+    carry its definition's hash, so a changed or added view starts from fresh state
+    while the others resume."""
+    base = settings.state_dir / "recovery"
+    return base / "engine" if count == 1 else base / f"{index}of{count}"
 
 
 @dataclass(frozen=True)
@@ -121,6 +115,8 @@ class EngineRun:
         codec: The decoder.
         metrics: The process's counters.
         process: ``(index, count)`` of this process.
+        recovery: Snapshot to (and resume from) the state dir's recovery store; False:
+            every run starts from fresh state (catch-up runs of tests and benchmarks).
     """
 
     settings: Settings
@@ -130,8 +126,16 @@ class EngineRun:
     codec: AvroCodec
     metrics: FlowMetrics
     process: tuple[int, int] = (0, 1)
+    recovery: bool = True
 
-    def run_once(self) -> int:
+    def recovery_dirs(self, count: int | None = None) -> list[Path]:
+        """The recovery stores of every process share (``count``: this run's)."""
+        if not self.recovery:
+            return []
+        n = self.process[1] if count is None else count
+        return [recovery_dir(self.settings, i, n) for i in range(n)]
+
+    def run_once(self, watch: MarkerWatch | None) -> int:
         """Run the flow in this process until it ends: 0, or :data:`LOST`."""
         settings = self.settings
         index, count = self.process
@@ -143,27 +147,165 @@ class EngineRun:
             offline_log=self.offline_root,
             stop_at_end=self.stop_at_end,
             dedupe_horizon_ms=settings.dedupe_horizon_ms,
-            detect_lost=settings.restore_online,
             process_index=index,
             process_count=count,
         )
         try:
             run_flow(
-                kafka_flow(self.views, config, self.codec, self.metrics),
+                kafka_flow(self.views, config, self.codec, self.metrics, watch),
                 epoch_interval_s=settings.snapshot_interval_s,
-                recovery_dir=recovery_dir(settings, self.views, index, count),
+                recovery_dir=recovery_dir(settings, index, count) if self.recovery else None,
             )
         except Exception as exc:
-            if settings.restore_online and caused_by(exc, OnlineStoreLost):
+            if caused_by(exc, OnlineStoreLost):
                 return LOST
             raise
         return 0
 
+    def watch(self) -> MarkerWatch | None:
+        """The markers this process must find in the store (None: restores are off, and
+        the engine carries on whatever the store holds)."""
+        if not self.settings.restore_online:
+            return None
+        return MarkerWatch(
+            (ViewState.of(v) for v in self.views),
+            interval_s=self.settings.online_check_interval_s,
+        )
 
-def _restorer(run: EngineRun, store: OnlineStore) -> Callable[[], object] | None:
-    if not run.settings.restore_online:
-        return None
-    return lambda: restore_online(run.views, run.offline_root, store)
+
+def _resumed(run: EngineRun, processes: int) -> set[str]:
+    """The views every process share resumes from snapshots (by ``state_id``)."""
+    dirs = run.recovery_dirs(processes)
+    if not dirs:
+        return set()
+    found = [snapshot_state_ids(d) for d in dirs]
+    return set.intersection(*found)
+
+
+def _ends(run: EngineRun) -> dict[str, dict[ProgressKey, tuple[int, int]]]:
+    """Per view, ``(low, high)`` offsets of every partition of its topic."""
+    settings = run.settings
+    topics = sorted({v.topic for v in run.views})
+    parts = [
+        (t, p) for t, ps in partitions_of(settings.bootstrap_servers, topics).items() for p in ps
+    ]
+    marks = watermarks(settings.bootstrap_servers, parts)
+    return {
+        v.name: {ProgressKey(t, p): marks[t, p] for t, p in parts if t == v.topic}
+        for v in run.views
+    }
+
+
+def prepare(
+    run: EngineRun, store: OnlineStore, processes: int
+) -> dict[ViewState, dict[ProgressKey, int]]:
+    """Set every view's marker for the coming run; return the views that rebuild from
+    their topic, with the offsets their progress must reach to be ``ready``.
+
+    Raises:
+        ConfigError: for a view whose progress the store holds but neither the engine's
+            snapshots nor the topic cover.
+    """
+    resumed = _resumed(run, processes)
+    states = [ViewState.of(v) for v in run.views]
+    markers = store.markers(states)
+    ends = _ends(run)
+    building: dict[ViewState, dict[ProgressKey, int]] = {}
+    for view, state, marker in zip(run.views, states, markers, strict=True):
+        if view.state_id in resumed:
+            if marker is None:  # resumed state, the store empty: it lost the tiles
+                if run.settings.restore_online:
+                    restore_online([view], run.offline_root, store)
+                store.set_marker(state, READY)  # only once the tiles are back
+            continue
+        short = _uncovered(run.settings.bootstrap_servers, store.progress(state))
+        if short:
+            raise ConfigError(
+                f"view {view.name!r}: the online store holds its tiles up to offsets this "
+                f"engine has no state for ({run.settings.state_dir}/recovery) and the topic no "
+                f"longer holds ({'; '.join(short)}): rebuilding would set tiles with less than "
+                "the store holds. Restore the state dir, or clear the view's online data "
+                "before running it"
+            )
+        store.set_marker(state, BUILDING)
+        building[state] = {k: high for k, (_, high) in ends[view.name].items()}
+    return building
+
+
+def _uncovered(bootstrap: str, progress: dict[ProgressKey, int]) -> list[str]:
+    """The partitions whose recorded progress the topic no longer covers from offset 0
+    (a rebuild from the topic would miss events the store's tiles hold)."""
+    wanted = {(k.topic, k.partition): offset for k, offset in progress.items()}
+    return [
+        f"{topic}/{partition} no longer holds the offsets before {wanted[topic, partition]}"
+        for (topic, partition), ok in sorted(holds(bootstrap, wanted).items())
+        if not ok
+    ]
+
+
+class _Readiness:
+    """Sets a rebuilding view's marker ``ready`` once its progress reached the offsets
+    its topic had at the start (a thread, and once more when the run ends)."""
+
+    def __init__(self, store: OnlineStore, building: dict[ViewState, dict[ProgressKey, int]]):
+        self._store = store
+        self._pending = dict(building)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="view-readiness", daemon=True)
+
+    def start(self) -> None:
+        if self._pending:
+            self._thread.start()
+
+    def _run(self) -> None:
+        while self._pending and not self._stop.wait(_READY_POLL_S):
+            self.check()
+
+    def check(self) -> None:
+        """Mark the views that caught up."""
+        for state, targets in list(self._pending.items()):
+            try:
+                progress = self._store.progress(state)
+            except OnlineStoreUnavailable:
+                return
+            if all(progress.get(k, 0) >= target for k, target in targets.items()):
+                self._store.set_marker(state, READY)
+                del self._pending[state]
+                log.info("view=%s caught up: ready", state.view)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self.check()
+
+
+def supervise(
+    run: EngineRun,
+    store: OnlineStore,
+    run_once: Callable[[], int],
+    *,
+    processes: int = 1,
+) -> int:
+    """Run the engine until a run ends other than by a loss; return its exit status.
+
+    Args:
+        run: The engine's run.
+        store: The online store.
+        run_once: Runs the engine's processes once: :data:`LOST` when the store lost
+            the tiles, else the exit status.
+        processes: How many processes share the partitions.
+    """
+    while True:
+        readiness = _Readiness(store, prepare(run, store, processes))
+        readiness.start()
+        try:
+            status = run_once()
+        finally:
+            readiness.stop()
+        if status != LOST:
+            return status
+        log.warning("the online store lost the tiles: restoring them and resuming")
 
 
 def run_engine(run: EngineRun, *, processes: int, names: Sequence[str]) -> int:
@@ -171,21 +313,20 @@ def run_engine(run: EngineRun, *, processes: int, names: Sequence[str]) -> int:
     children; restores the online store whenever it lost the tiles. Returns the exit
     status."""
     store = connect_online_store(run.settings.online_redis_url)
-    marker = engine_marker(run.views)
     if processes == 1:
-        return supervise(store, marker, _restorer(run, store), run.run_once)
+        return supervise(run, store, lambda: run.run_once(run.watch()))
     return supervise(
+        run,
         store,
-        marker,
-        _restorer(run, store),
         lambda: _run_children(run.settings, names, processes, stop_at_end=run.stop_at_end),
+        processes=processes,
     )
 
 
 def run_engine_process(run: EngineRun) -> int:
     """A child of :func:`run_engine`: :data:`LOST_EXIT` when the store lost the tiles
     (the parent restores them), else 0."""
-    return LOST_EXIT if run.run_once() == LOST else 0
+    return LOST_EXIT if run.run_once(run.watch()) == LOST else 0
 
 
 def _die_with_parent() -> None:

@@ -35,7 +35,7 @@ from feast.value_type import ValueType
 
 from featurestream.errors import InvalidRequest, TransformFailed
 from streams.core import StoredTiles, entity_id, read_window
-from streams.online import FeastRow, FeastRowRead, Read, TilesRead
+from streams.online import FeastRow, FeastRowRead, Read, TilesRead, ViewReady
 
 from .catalog import Catalog
 from .plan import Plan
@@ -73,6 +73,8 @@ class BoundLookup:
         rows_of: Per plan read, the position of each row's entity in its answers.
         starts: Per plan read, the index of its first answer.
         reads: Every online-store read of the request, in answer order.
+        ready_at: Per plan read of a stream view, the index of the answer that says
+            whether the view's tiles are complete (None for batch views).
     """
 
     plan: Plan
@@ -82,6 +84,12 @@ class BoundLookup:
     rows_of: list[list[int]]
     starts: list[int]
     reads: list[Read]
+    ready_at: list[int | None]
+
+    @property
+    def entity_reads(self) -> int:
+        """How many of ``reads`` read entities (the readiness reads follow them)."""
+        return next((i for i in self.ready_at if i is not None), len(self.reads))
 
 
 def _check_column(key: str, values: list[Any], value_type: ValueType, what: str) -> None:
@@ -187,7 +195,17 @@ def bind(plan: Plan, request: LookupRequest, catalog: Catalog) -> BoundLookup:
     for read in plan.reads:
         starts.append(len(reads))
         rows_of.append(_reads_of(read, join_values, request.rows, reads))
-    return BoundLookup(plan, request, key_columns, request_values, rows_of, starts, reads)
+    # Whether each stream view's tiles are complete, in the same round trip (after the
+    # rows: the answers of the reads above keep their positions).
+    ready_at: list[int | None] = []
+    for read in plan.reads:
+        spec = read.view.spec
+        if spec is None:
+            ready_at.append(None)
+        else:
+            ready_at.append(len(reads))
+            reads.append(ViewReady(spec))
+    return BoundLookup(plan, request, key_columns, request_values, rows_of, starts, reads, ready_at)
 
 
 # A decoded entity of one read: (JSON values, statuses, timestamp text, newest event ms).
@@ -195,13 +213,17 @@ _Cell = tuple[list[Any], list[str], str, int | None]
 
 
 def _tiled_cells(
-    read: PlanRead, answers: Sequence[Any], read_ms: int, staleness: int | None
+    read: PlanRead, answers: Sequence[Any], read_ms: int, staleness: int | None, ready: bool
 ) -> list[_Cell]:
     cells: list[_Cell] = []
+    n = len(read.aggs)
+    if not ready:
+        # The view's tiles are not complete (its engine rebuilds them, or restores them
+        # after the store lost them): no value, rather than a partial one.
+        return [([None] * n, [NOT_FOUND] * n, EPOCH, None) for _ in answers]
     for stored in answers:
         last_ms = stored.newest_event_ms if isinstance(stored, StoredTiles) else None
         if staleness is not None and last_ms is not None and read_ms - last_ms > staleness:
-            n = len(read.aggs)
             cells.append(([None] * n, [OUTSIDE_MAX_AGE] * n, iso_from_ms(last_ms), last_ms))
             continue
         tiles = stored.tiles if stored is not None else None
@@ -306,7 +328,7 @@ def _age(read_ms: int, newest_ms: int | None) -> int | None:
 
 def assemble(
     lookup: BoundLookup,
-    answers: Sequence[StoredTiles | FeastRow | None],
+    answers: Sequence[StoredTiles | FeastRow | bool | None],
     read_ms: int,
     *,
     enforce_ttl: bool = True,
@@ -330,9 +352,11 @@ def assemble(
     cells: list[list[_Cell]] = []
     for index, read in enumerate(plan.reads):
         start = lookup.starts[index]
-        end = lookup.starts[index + 1] if index + 1 < len(plan.reads) else len(answers)
+        end = lookup.starts[index + 1] if index + 1 < len(plan.reads) else lookup.entity_reads
+        ready_at = lookup.ready_at[index]
         if read.view.tiled:
-            cells.append(_tiled_cells(read, answers[start:end], read_ms, staleness))
+            ready = ready_at is None or answers[ready_at] is True
+            cells.append(_tiled_cells(read, answers[start:end], read_ms, staleness, ready))
         else:
             cells.append(_feast_cells(read, answers[start:end], read_ms, staleness, enforce_ttl))
     for column in plan.columns:

@@ -24,16 +24,22 @@ from streams.core import AggregationSpec, EntityTiles, TileUpdate, ViewSpec
 from streams.core.reference import view_values
 from streams.flow import FlowMetrics, SinkItem
 from streams.flow.sinks import BatchProgress, write_items
+from streams.flow.watch import MarkerWatch
 from streams.offline.log import write_backfill
-from streams.online import EngineMarker, OnlineStore, ProgressKey
+from streams.online import BUILDING, READY, OnlineStore, ProgressKey, ViewProgress, ViewState
 from streams.restore import restore_online
-from tests.support import SPEND_VIEW
+from tests.support import SPEND_VIEW, wait_until
 
 __all__ = ["T0", "VIEW", "OnlineStoreBehaviour"]
 
 T0 = 1_700_000_000_000
 VIEW = SPEND_VIEW
-MARKER = EngineMarker("p", "engine")
+STATE = ViewState.of(VIEW)
+OTHER = ViewState("p", "v", "other")
+
+
+def _claims(state: ViewState, offsets: dict[ProgressKey, int], check: bool = False) -> list[Any]:
+    return [ViewProgress(state, offsets, check_marker=check)]
 
 
 def _enc(value: object) -> bytes:
@@ -63,7 +69,9 @@ def _sink_items(events: list[dict[str, Any]]) -> list[SinkItem]:
     for offset, event in enumerate(events):
         entity = str(event["user_id"])
         update = states.setdefault(entity, EntityTiles()).apply(VIEW, entity, event)
-        items.append(SinkItem([update], "purchases", 0, offset, offset, 1, VIEW.name, [event]))
+        items.append(
+            SinkItem([update], "purchases", 0, offset, offset, 1, VIEW.name, VIEW.state_id, [event])
+        )
     return items
 
 
@@ -76,6 +84,10 @@ class OnlineStoreBehaviour:
 
     def fail_for_a_moment(self, store: OnlineStore) -> None:
         """Make the store fail the next write or two, then answer again."""
+        raise NotImplementedError
+
+    def lose_everything(self, store: OnlineStore) -> None:
+        """Empty the store as a server restarted without persistence does."""
         raise NotImplementedError
 
     def read_at(self, store: OnlineStore, entity: str, read_ms: int) -> dict[str, Any]:
@@ -106,9 +118,9 @@ class OnlineStoreBehaviour:
         first = TileUpdate(
             "p", "big_view", "1", {("s", i): (_enc, i) for i in range(6_000)}, (), None, 60_000
         )
-        result = store.write([first], {ProgressKey("clicks", 0): 10}, project="p")
+        result = store.write([first], _claims(OTHER, {ProgressKey("clicks", 0): 10}), project="p")
         assert result.fields == 6_000
-        assert store.progress("p") == {ProgressKey("clicks", 0): 10}
+        assert store.progress(OTHER) == {ProgressKey("clicks", 0): 10}
         # Evict 5,000 of them and set the rest again, in one update.
         second = TileUpdate(
             "p",
@@ -119,8 +131,9 @@ class OnlineStoreBehaviour:
             None,
             60_000,
         )
-        assert store.write([second], {ProgressKey("clicks", 0): 20}, project="p").fields == 1_000
-        assert store.progress("p") == {ProgressKey("clicks", 0): 20}
+        claims = _claims(OTHER, {ProgressKey("clicks", 0): 20})
+        assert store.write([second], claims, project="p").fields == 1_000
+        assert store.progress(OTHER) == {ProgressKey("clicks", 0): 20}
         big = ViewSpec(
             "p",
             "big_view",
@@ -134,15 +147,33 @@ class OnlineStoreBehaviour:
 
     def test_progress_is_not_claimed_when_the_marker_is_gone(self, store: OnlineStore) -> None:
         update = TileUpdate("p", "v", "1", {("s", 1): (_enc, 1)}, (), None, 60_000)
-        result = store.write([update], {ProgressKey("clicks", 0): 5}, project="p", marker=MARKER)
-        assert not result.marker_found
-        assert store.progress("p") == {}  # tiles before it may be missing
-        assert not store.has_marker(MARKER)
-        store.set_marker(MARKER)
-        assert store.has_marker(MARKER)
-        result = store.write([update], {ProgressKey("clicks", 0): 6}, project="p", marker=MARKER)
+        claims = [
+            *_claims(OTHER, {ProgressKey("clicks", 0): 5}, check=True),
+            *_claims(STATE, {ProgressKey("purchases", 0): 3}),  # not checked: recorded
+        ]
+        result = store.write([update], claims, project="p")
+        assert result.lost == (OTHER,) and not result.marker_found
+        assert store.progress(OTHER) == {}  # tiles before it may be missing
+        assert store.progress(STATE) == {ProgressKey("purchases", 0): 3}
+        assert not store.has_marker(OTHER)
+        store.set_marker(OTHER, BUILDING)
+        assert store.markers([OTHER, STATE]) == [BUILDING, None]
+        result = store.write([update], _claims(OTHER, {ProgressKey("clicks", 0): 6}, True))
         assert result.marker_found
-        assert store.progress("p") == {ProgressKey("clicks", 0): 6}
+        assert store.progress(OTHER) == {ProgressKey("clicks", 0): 6}
+        store.set_marker(OTHER, READY)
+        assert store.markers([OTHER]) == [READY]
+
+    def test_reads_say_whether_a_view_is_ready(self, store: OnlineStore) -> None:
+        state = EntityTiles()
+        store.write([state.apply(VIEW, "7", purchase(1, 7, T0))], project="p")
+        (rows,) = store.read([(VIEW, ["7"])], T0 + 1)
+        assert rows[0][0]["n_10m"] == 1  # what the tiles hold, ready or not
+        (building,) = store.read([(VIEW, ["7"])], T0 + 1, only_ready=True)
+        assert building[0] == (dict.fromkeys(a.name for a in VIEW.aggregations), None)
+        store.set_marker(STATE, READY)
+        (ready,) = store.read([(VIEW, ["7"])], T0 + 1, only_ready=True)
+        assert ready[0][0]["n_10m"] == 1
 
     def test_freshness_records_when_each_view_was_written(self, store: OnlineStore) -> None:
         assert store.freshness("p") == {}
@@ -164,7 +195,7 @@ class OnlineStoreBehaviour:
         self, store: OnlineStore
     ) -> None:
         events = _events()
-        store.set_marker(MARKER)
+        store.set_marker(STATE, BUILDING)
         items = _sink_items(events)
         batches = BatchProgress()
         for i in range(0, len(items), 4):
@@ -173,11 +204,11 @@ class OnlineStoreBehaviour:
                 items[i : i + 4],
                 batches,
                 project="p",
-                marker=MARKER,
+                watch=MarkerWatch([STATE]),
                 retry_for_s=5,
                 metrics=FlowMetrics(),
             )
-        assert store.progress("p") == {ProgressKey("purchases", 0): len(events)}
+        assert store.progress(STATE) == {ProgressKey("purchases", 0): len(events)}
         read_ms = events[-1]["event_time"] + 5_000
         for user in range(3):
             mine = [e for e in events if e["user_id"] == user]
@@ -185,7 +216,7 @@ class OnlineStoreBehaviour:
 
     def test_the_sink_retries_a_store_that_fails_for_a_moment(self, store: OnlineStore) -> None:
         events = _events(3)
-        store.set_marker(MARKER)
+        store.set_marker(STATE, READY)
         self.fail_for_a_moment(store)
         metrics = FlowMetrics()
         write_items(
@@ -193,27 +224,42 @@ class OnlineStoreBehaviour:
             _sink_items(events),
             BatchProgress(),
             project="p",
-            marker=MARKER,
+            watch=MarkerWatch([STATE]),
             retry_for_s=30,
             metrics=metrics,
         )
-        assert store.progress("p") == {ProgressKey("purchases", 0): 3}
+        assert store.progress(STATE) == {ProgressKey("purchases", 0): 3}
         assert metrics.write_retries >= 1  # it did fail first
         assert metrics.write_batches == 1
 
     def test_the_sink_stops_when_the_store_lost_the_tiles(self, store: OnlineStore) -> None:
         # No marker: the store does not hold what this engine wrote before.
+        watch = MarkerWatch([STATE])
         with pytest.raises(OnlineStoreLost):
             write_items(
                 store,
                 _sink_items(_events(3)),
                 BatchProgress(),
                 project="p",
-                marker=MARKER,
+                watch=watch,
                 retry_for_s=5,
                 metrics=FlowMetrics(),
             )
-        assert store.progress("p") == {}  # nothing claimed
+        assert store.progress(STATE) == {}  # nothing claimed
+        with pytest.raises(OnlineStoreLost):
+            watch.check()  # the flow's sources stop too
+
+    def test_the_watch_notices_a_lost_marker_without_a_write(self, store: OnlineStore) -> None:
+        store.set_marker(STATE, READY)
+        watch = MarkerWatch([STATE], interval_s=0.05)
+        watch.start(store)
+        try:
+            self.pass_time(store, 200)
+            watch.check()  # the marker is there: nothing to say
+            self.lose_everything(store)
+            wait_until(lambda: _raises(watch.check), 10, "the watch to notice")
+        finally:
+            watch.stop()
 
     def test_the_sink_gives_up_on_a_store_that_stays_down(self, unavailable: OnlineStore) -> None:
         with pytest.raises(OnlineStoreUnavailable):
@@ -222,7 +268,7 @@ class OnlineStoreBehaviour:
                 _sink_items(_events(1)),
                 BatchProgress(),
                 project="p",
-                marker=None,
+                watch=None,
                 retry_for_s=0.3,
                 metrics=FlowMetrics(),
             )
@@ -268,6 +314,14 @@ class OnlineStoreBehaviour:
         for user in range(3):
             mine = [e for e in events if e["user_id"] == user]
             assert self.read_at(store, str(user), now_ms) == view_values(mine, VIEW, now_ms)
+
+
+def _raises(check: Any) -> bool:
+    try:
+        check()
+    except OnlineStoreLost:
+        return True
+    return False
 
 
 def _fields(update: TileUpdate, *, ttl_ms: int) -> tuple[Any, ...]:

@@ -248,26 +248,27 @@ def consume_all(
 
 
 def run_engine_to_end(settings: Any, repo: Path) -> None:
-    """Run every stream view of ``repo`` over what the topics hold, then stop."""
+    """Run every stream view of ``repo`` over what the topics hold, then stop: the
+    engine's own supervision (markers, readiness), in this process, without recovery
+    snapshots (each run rebuilds from the topics)."""
+    from featurestream.events import AvroCodec, load_contracts
+    from featurestream_app.engine import EngineRun, run_engine
     from streams.definitions import compile_registry
-    from streams.flow.runner import RunConfig, kafka_flow, run_flow
+    from streams.flow import FlowMetrics
     from streams.offline.feast_store import log_root
     from streams.repo import open_store
 
     store = open_store(repo, settings.online_redis_url)
-    run_flow(
-        kafka_flow(
-            compile_registry(store),
-            RunConfig(
-                bootstrap_servers=settings.bootstrap_servers,
-                redis_url=settings.online_redis_url,
-                dlq_topic=settings.dlq_topic,
-                late_topic=settings.late_topic,
-                offline_log=log_root(store.config),
-                stop_at_end=True,
-            ),
-        )
+    run = EngineRun(
+        settings.model_copy(update={"repo_path": repo}),
+        compile_registry(store),
+        log_root(store.config),
+        stop_at_end=True,
+        codec=AvroCodec(load_contracts()),
+        metrics=FlowMetrics(),
+        recovery=False,
     )
+    assert run_engine(run, processes=1, names=()) == 0
 
 
 def seeded_repo(

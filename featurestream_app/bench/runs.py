@@ -39,6 +39,7 @@ __all__ = [
     "project_of",
     "rss_bytes",
     "run_engine_timed",
+    "view_state",
     "warm_views",
 ]
 
@@ -114,9 +115,19 @@ def consume_decode(bootstrap: str, topic: str, events: int, timeout_s: float) ->
     return {"events": n, "seconds": round(seconds, 2), "events_per_s": round(n / seconds)}
 
 
-def progress_total(store: Any, project: str) -> int:
-    """Events the engine has claimed online (the sum of its next offsets)."""
-    return sum(store.progress(project).values())
+def progress_total(store: Any, state: Any) -> int:
+    """Events the engine has claimed online for a view (the sum of its next offsets)."""
+    return sum(store.progress(state).values())
+
+
+def view_state(settings: Settings, url: str, name: str = VIEW) -> Any:
+    """The online records' identity of the repository's view ``name``."""
+    from streams.definitions import compile_registry
+    from streams.online import ViewState
+    from streams.repo import open_store
+
+    spec = next(v for v in compile_registry(open_store(settings.repo_path, url)) if v.name == name)
+    return ViewState.of(spec)
 
 
 def db_url(settings: Settings, db: int) -> str:
@@ -197,6 +208,7 @@ def run_engine_timed(
     url = db_url(settings, db)
     apply_repo(settings.repo_path, url)
     tiles = connect_online_store(url)
+    records = view_state(settings, url)
     state = work / f"engine-{processes}p"
     warm_views(settings, state, url)
     log = work / f"engine-{processes}p.log"
@@ -216,7 +228,7 @@ def run_engine_timed(
                 proc.kill()
                 proc.wait()
                 raise StackError(f"engine run did not end within {timeout_s:.0f} s; log {log}")
-            total = progress_total(tiles, project)
+            total = progress_total(tiles, records)
             if not total:
                 zero_at = now
             elif not samples or total != samples[-1][1]:
@@ -225,7 +237,7 @@ def run_engine_timed(
         exited = time.perf_counter()
     if proc.returncode != 0:
         raise StackError(f"engine run failed ({proc.returncode}); log {log}:\n{log_tail(log)}")
-    final = progress_total(tiles, project)
+    final = progress_total(tiles, records)
     if final != events:
         raise StackError(f"engine run claimed {final} of {events} events; log {log}")
     if not samples or samples[-1][1] != final:

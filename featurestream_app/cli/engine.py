@@ -68,6 +68,10 @@ def run(
         metrics,
         (process_index, process_count),
     )
+    if not child:  # one engine per state dir (its recovery state and log files)
+        from featurestream_app.stack.locks import ENGINE_LOCK, hold
+
+        hold(settings.state_dir / ENGINE_LOCK, "the engine state dir")
     if processes > 1:
         click.echo(f"running {processes} engine processes", err=True)
         sys.exit(run_engine(engine, processes=processes, names=views))

@@ -97,6 +97,7 @@ def backfill(
         make_codec(settings, for_producing=False),
         log_root(store.config),
         online=tiles,
+        horizon_ms=settings.dedupe_horizon_ms,
         clock=fixed_clock(now_ms),
     )
     stats = report.stats

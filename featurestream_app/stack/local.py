@@ -6,6 +6,7 @@ When the settings point at existing services (``FEATURESTREAM_KAFKA_BOOTSTRAP``,
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -17,7 +18,10 @@ from streams.kafka import check_broker
 from streams.kafka import create_topics as create_kafka_topics
 from streams.online import check_online_store
 
+from .locks import ENGINE_LOCK, STACK_LOCK, holder, locked
 from .supervisor import Running, Supervisor
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "APP_PROCESSES",
@@ -124,10 +128,17 @@ def _redis_binary() -> str:
 def up(settings: Settings) -> list[ServiceStatus]:
     """Start what is not running (idempotent), check external services, create topics.
 
+    One ``up`` or ``down`` of a state directory at a time: a second waits for the first.
+
     Raises:
         PortInUse, StackError, BrokerUnavailable, OnlineStoreUnavailable: one-line
             reasons with the fix.
     """
+    with locked(settings.state_dir / STACK_LOCK):
+        return _up(settings)
+
+
+def _up(settings: Settings) -> list[ServiceStatus]:
     sup = Supervisor(settings.state_dir)
     statuses = []
     if settings.external_kafka:
@@ -138,8 +149,18 @@ def up(settings: Settings) -> list[ServiceStatus]:
         url = f"tcp://127.0.0.1:{port}"
         if sup.find(BROKER) is None:
             # A new embedded broker starts empty (it keeps nothing on disk): snapshots
-            # of the engine point at offsets of the old one and must not be resumed.
-            shutil.rmtree(settings.state_dir / "recovery", ignore_errors=True)
+            # of the engine point at offsets of the old one and must not be resumed,
+            # unless an engine runs on them: they are its state, never deleted under it.
+            engine = holder(settings.state_dir / ENGINE_LOCK)
+            if engine is None:
+                shutil.rmtree(settings.state_dir / "recovery", ignore_errors=True)
+            else:
+                log.warning(
+                    "the engine %s runs on %s: its snapshots are kept (the new broker starts "
+                    "empty; restart the engine once its topics are back)",
+                    engine,
+                    settings.state_dir,
+                )
         running = sup.start(
             BROKER,
             [_tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
@@ -171,6 +192,11 @@ def _running_status(running: Running) -> ServiceStatus:
 
 def down(settings: Settings) -> list[str]:
     """Stop every process this state directory started; return their names."""
+    with locked(settings.state_dir / STACK_LOCK):
+        return _down(settings)
+
+
+def _down(settings: Settings) -> list[str]:
     sup = Supervisor(settings.state_dir)
     stopped = []
     for name in (*APP_PROCESSES, BROKER, REDIS):

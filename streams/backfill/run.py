@@ -14,7 +14,7 @@ from featurestream.errors import ConfigError
 from featurestream.events import AvroCodec
 
 from ..core import ViewSpec
-from ..offline.log import write_backfill
+from ..offline.log import read_view_log, write_backfill
 from ..online import OnlineStore
 from .history import BackfillStats, History, TimeRange
 from .sources import EventSource
@@ -50,12 +50,15 @@ def run_backfill(
     log_root: Path,
     *,
     online: OnlineStore | None = None,
+    horizon_ms: int | None = None,
     clock: Clock = wall_clock_ms,
 ) -> BackfillReport:
     """Backfill ``views`` over ``time_range`` from ``source``.
 
-    The offline log receives every event of the range once, late ones included
-    (repeated backfills of the same range and source replace their own files).
+    The offline log receives every event of the range once, late ones included: copies
+    of events it already holds are left out (the duplicate rule of the stream, with
+    ``horizon_ms``), and repeated backfills of the same range and source replace their
+    own files.
     With ``online``, the tiles lying wholly in the range and still inside their views'
     retention at ``clock()`` are set online, replacing those tiles: meant to bootstrap
     a view before its engine first runs (``--to`` at the stream's start). An engine
@@ -67,10 +70,22 @@ def run_backfill(
     started = time.perf_counter()
     identity = f"{time_range.start_ms}|{time_range.end_ms}|{source.description}"
     run_id = hashlib.sha1(identity.encode(), usedforsecurity=False).hexdigest()[:10]
-    history = History(views, time_range)
+    history = History(views, time_range, horizon_ms)
     source.feed(history, codec)
+    for view in views:
+        horizon = max(view.allowed_lateness_ms, horizon_ms or 0)
+        logged = read_view_log(
+            log_root,
+            view,
+            since_ms=time_range.start_ms - horizon,
+            until_ms=time_range.end_ms + horizon,
+            skip=f"backfill-{run_id}-",  # this backfill's own earlier files: replaced
+        )
+        for key, events in logged.items():
+            for record in events.records(view, key):
+                history.known(view, record)
     stats = history.stats
-    if not any(stats.applied.values()):
+    if not any(stats.applied.values()) and not stats.duplicates:
         seen = (
             "no valid events"
             if stats.first_event_ms is None or stats.last_event_ms is None

@@ -12,8 +12,9 @@ Rules (decided here and nowhere else):
   cannot move a partition's watermark into the future; the timestamp is part of
   the message, so a replay decides the same (:func:`check_event_time`);
 * late and duplicate: the partition's :class:`~streams.core.gate.PartitionGate`
-  with the largest allowed lateness of the topic's views; an accepted event older
-  than the watermark minus a view's smaller lateness is late for that view only.
+  with the largest allowed lateness of the topic's views (its watermark moves with
+  event times, bounded by produce times); an accepted event older than the
+  watermark minus a view's smaller lateness is late for that view only.
 """
 
 from __future__ import annotations
@@ -167,7 +168,7 @@ class PartitionClassifier:
                 continue
             watermark = gate.watermark_ms
             event_ms = record[time_field]
-            status = gate.admit(record["event_id"], event_ms)
+            status = gate.admit(record["event_id"], event_ms, produced_ms)
             if status == DUPLICATE:
                 batch.duplicates += 1
                 continue

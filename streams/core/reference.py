@@ -85,24 +85,36 @@ def view_values(
 
 
 def classify_partition(
-    events: Iterable[Mapping[str, Any]], lateness_ms: int, time_field: str = "event_time"
+    events: Sequence[Mapping[str, Any]],
+    lateness_ms: int,
+    time_field: str = "event_time",
+    *,
+    horizon_ms: int | None = None,
+    produced_ms: Sequence[int | None] | None = None,
 ) -> tuple[list[Any], list[Any]]:
     """Brute force over one partition's events in offset order: ``(applied, late)``.
 
-    Late: older than the newest event applied so far minus the lateness. Duplicate
-    (dropped, in neither list): an event id applied before.
+    The watermark is the newest ``min(event time, produce time)`` of the events applied
+    so far (``produced_ms[i]`` is event ``i``'s Kafka timestamp; None: the event time
+    alone). Late: older than the watermark minus the lateness. Duplicate (dropped, in
+    neither list): an event whose id an applied event has, with event times within the
+    horizon (default: the lateness) of each other.
     """
+    horizon = lateness_ms if horizon_ms is None else max(horizon_ms, lateness_ms)
     applied: list[Any] = []
     late: list[Any] = []
-    newest = None
-    ids: set[str] = set()
-    for e in events:
-        if newest is not None and e[time_field] < newest - lateness_ms:
+    watermark = None
+    times: dict[str, list[int]] = {}
+    for i, e in enumerate(events):
+        t = e[time_field]
+        if watermark is not None and t < watermark - lateness_ms:
             late.append(e)
             continue
-        if e["event_id"] in ids:
+        if any(abs(t - seen) <= horizon for seen in times.get(e["event_id"], ())):
             continue
-        ids.add(e["event_id"])
+        times.setdefault(e["event_id"], []).append(t)
         applied.append(e)
-        newest = e[time_field] if newest is None else max(newest, e[time_field])
+        produced = produced_ms[i] if produced_ms is not None else None
+        moved = t if produced is None else min(t, produced)
+        watermark = moved if watermark is None else max(watermark, moved)
     return applied, late

@@ -1,11 +1,15 @@
-"""The Bytewax dataflow compiled from stream feature view specs.
+"""The Bytewax dataflow compiled from stream feature view specs: one branch per view.
 
-    source (batches per partition: decode + gate)
-        ├─ errors ─▶ dead-letter sink
-        ├─ late ───▶ late-events sink
-        └─ route (view, entity shard) ─▶ tiles (stateful, per shard)
-                                          ├─▶ online sink (tiles + progress)
-                                          └─▶ offline log (applied events)
+    per view: source (its topic's partitions: decode + gate, its own state)
+        ├─ errors ─▶ dead-letter sink (all views)
+        ├─ late ───▶ late-events sink (all views)
+        └─ route (entity shard) ─▶ tiles (stateful, per shard)
+                                     ├─▶ online sink (tiles + the view's progress)
+                                     └─▶ offline log (applied events)
+
+Every view reads its topic itself, and the ids of its stateful steps carry its
+definition's hash (``state_id``): a changed or added view starts from fresh state
+at the beginning of its topic while every other view resumes where it was.
 
 Items are batches, not single events: the source emits what one consume call
 read from one partition, routing groups a batch by state shard, and a shard
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import pickle
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +49,7 @@ __all__ = [
 ]
 
 # Version of the snapshot layout (source state and tile state); part of step ids.
-STATE_LAYOUT = 3
+STATE_LAYOUT = 4
 
 
 # Entities are spread over this many state keys (``{state_id}|{shard}``): a
@@ -65,9 +69,9 @@ def shard_of(entity: Any, first_key: Any) -> int:
 class Routed:
     """The messages of one source batch bound for one shard of one view's state.
 
-    ``view`` is -1 for a progress-only group (messages no view applies). Every group
-    of a batch carries the batch's offset range and group count, so the online sink
-    claims a batch's progress only once all its groups are written.
+    ``entries`` is empty for a progress-only group (messages the view does not apply).
+    Every group of a batch carries the batch's offset range and group count, so the
+    online sink claims a batch's progress only once all its groups are written.
     """
 
     view: int
@@ -81,8 +85,9 @@ class Routed:
 
 @dataclass(frozen=True, slots=True)
 class SinkItem:
-    """The tile updates of one group (or none) and the source batch it belongs to;
-    ``log`` holds the decoded records the group applied (rows of ``view``'s log)."""
+    """The tile updates of one group (or none) of one view and the source batch it
+    belongs to; ``log`` holds the decoded records the group applied (rows of the
+    view's log)."""
 
     updates: list[TileUpdate]
     topic: str
@@ -90,60 +95,55 @@ class SinkItem:
     batch_start: int
     batch_end: int
     batch_groups: int
-    view: str = ""
+    view: str
+    state_id: str
     log: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _router(views: Sequence[ViewSpec], metrics: FlowMetrics) -> Any:
-    by_topic: dict[str, list[tuple[int, ViewSpec]]] = {}
-    for index, view in enumerate(views):
-        by_topic.setdefault(view.topic, []).append((index, view))
+def _router(index: int, view: ViewSpec, metrics: FlowMetrics) -> Any:
+    keys = view.join_keys
+    state_id = view.state_id
 
     def route(batch: SourceBatch) -> list[tuple[str, Routed]]:
         topic, partition = batch.topic, batch.partition
-        targets = by_topic.get(topic, [])
-        groups: dict[str, tuple[int, list[tuple[Any, dict[str, Any]]]]] = {}
+        groups: dict[str, list[tuple[Any, dict[str, Any]]]] = {}
         late_for = batch.late_for
-        applied = [0] * len(targets)
         for position, record in enumerate(batch.accepted):
-            skip = late_for.get(position) if late_for else None
-            for target, (index, view) in enumerate(targets):
-                if skip is not None and target in skip:
-                    continue  # late for this view's (smaller) lateness
-                applied[target] += 1
-                # compile_view checked that join keys are fields of the topic's schema.
-                # The entity: the join key's value itself (an int is held more compactly
-                # than its text), or for several join keys their entity_id text.
-                keys = view.join_keys
-                value = record[keys[0]]
-                entity = value if len(keys) == 1 else entity_id([record[k] for k in keys])
-                state_key = f"{view.state_id}|{shard_of(entity, value)}"
-                group = groups.get(state_key)
-                if group is None:
-                    groups[state_key] = (index, [(entity, record)])
-                else:
-                    group[1].append((entity, record))
-        for target, (_, view) in enumerate(targets):
-            late = batch.late_everywhere + sum(1 for s in late_for.values() if target in s)
-            for status, n in (
-                ("applied", applied[target]),
-                ("late", late),
-                ("duplicate", batch.duplicates),
-                ("error", len(batch.rejected)),
-            ):
-                if n:
-                    metrics.count(view.name, status, n)
-        # Messages no view applies pass through the state step as a no-op group, so the
-        # progress written online covers every consumed message.
+            if late_for and position in late_for:
+                continue  # late for this view (a classifier shared with others)
+            # compile_view checked that join keys are fields of the topic's schema.
+            # The entity: the join key's value itself (an int is held more compactly
+            # than its text), or for several join keys their entity_id text.
+            value = record[keys[0]]
+            entity = value if len(keys) == 1 else entity_id([record[k] for k in keys])
+            state_key = f"{state_id}|{shard_of(entity, value)}"
+            group = groups.get(state_key)
+            if group is None:
+                groups[state_key] = [(entity, record)]
+            else:
+                group.append((entity, record))
+        applied = sum(len(g) for g in groups.values())
+        for status, n in (
+            ("applied", applied),
+            ("late", len(batch.late)),
+            ("duplicate", batch.duplicates),
+            ("error", len(batch.rejected)),
+        ):
+            if n:
+                metrics.count(view.name, status, n)
+        # Messages the view does not apply pass through the state step as a no-op group,
+        # so the progress written online covers every consumed message.
         skipped = bool(not groups or batch.rejected or batch.late_everywhere or batch.duplicates)
         n = len(groups) + (1 if skipped else 0)
         start, end = batch.first_offset, batch.last_offset
         out = [
             (key, Routed(index, entries, topic, partition, start, end, n))
-            for key, (index, entries) in groups.items()
+            for key, entries in groups.items()
         ]
         if skipped:
-            out.append((f"_p|{topic}|{partition}", Routed(-1, [], topic, partition, start, end, n)))
+            out.append(
+                (f"_p|{state_id}|{partition}", Routed(index, [], topic, partition, start, end, n))
+            )
         return out
 
     return route
@@ -184,10 +184,6 @@ class _Shard:
 
 def _tiles_applier(views: Sequence[ViewSpec]) -> Callable[[_Shard, Routed], SinkItem]:
     def apply(shard: _Shard, item: Routed) -> SinkItem:
-        if item.view < 0:
-            return SinkItem(
-                [], item.topic, item.partition, item.batch_start, item.batch_end, item.batch_groups
-            )
         view = views[item.view]
         by_entity: dict[Any, list[dict[str, Any]]] = {}
         for entity, record in item.entries:
@@ -209,6 +205,7 @@ def _tiles_applier(views: Sequence[ViewSpec]) -> Callable[[_Shard, Routed], Sink
             item.batch_end,
             item.batch_groups,
             view.name,
+            view.state_id,
             [record for _, record in item.entries],  # the offline log's rows
         )
 
@@ -234,7 +231,7 @@ class _ShardLogic(StatefulBatchLogic[Routed, SinkItem, bytes]):
 
 def build_flow(
     views: Sequence[ViewSpec],
-    source: Source[SourceBatch],
+    sources: Mapping[str, Source[SourceBatch]],
     online_sink: Sink[SinkItem],
     dead_letter_sink: Sink[Rejected],
     late_sink: Sink[Rejected],
@@ -243,12 +240,12 @@ def build_flow(
     metrics: FlowMetrics | None = None,
     flow_id: str = "featurestream",
 ) -> Dataflow:
-    """Compile ``views`` into a dataflow reading classified envelopes from ``source``.
+    """Compile ``views`` into a dataflow, each view reading its own source.
 
     Args:
         views: The stream feature views to run (see ``streams.definitions``).
-        source: Emits a :class:`~streams.core.classify.SourceBatch` per read of a
-            partition, in offset order (``streams.flow.source.KafkaEventSource``).
+        sources: Per view name, its source: a :class:`~streams.core.classify.SourceBatch`
+            per read of a partition, in offset order (``streams.flow.source``).
         online_sink: Receives :class:`SinkItem` (tile updates with positions).
         dead_letter_sink: Receives :class:`Rejected` for every undecodable message.
         late_sink: Receives :class:`Rejected` for every late event.
@@ -259,20 +256,27 @@ def build_flow(
     views = tuple(views)
     metrics = metrics or FlowMetrics()
     flow = Dataflow(flow_id)
-    batches = op.input(f"kafka_in_v{STATE_LAYOUT}", flow, source)
-    op.output("dead_letters", op.flat_map("errors", batches, _dead_letters), dead_letter_sink)
-    op.output("late_events", op.flat_map("late", batches, _late), late_sink)
-    routed = op.flat_map("route", batches, _router(views, metrics))
-    # The step id carries every view's definition hash and the state layout: a
-    # changed definition starts from fresh state instead of resuming incompatible
-    # snapshots (and the input step id changes with the layout, so offsets restart too).
-    step = f"tiles_v{STATE_LAYOUT}_" + "_".join(v.state_id for v in views)
     apply = _tiles_applier(views)
-    shards = op.stateful_batch(step, routed, lambda resume: _ShardLogic(apply, resume))
-    items = op.map("unkey", shards, lambda kv: kv[1])
-    op.output("online", items, online_sink)
+    dead, late, items = [], [], []
+    for index, view in enumerate(views):
+        # Step ids carry the view's definition hash and the state layout: a changed
+        # definition starts from fresh state (and its source from the start of the
+        # topic) instead of resuming incompatible snapshots; other views resume.
+        sid = f"{view.state_id}_v{STATE_LAYOUT}"
+        batches = op.input(f"kafka_in_{sid}", flow, sources[view.name])
+        dead.append(op.flat_map(f"errors_{sid}", batches, _dead_letters))
+        late.append(op.flat_map(f"late_{sid}", batches, _late))
+        routed = op.flat_map(f"route_{sid}", batches, _router(index, view, metrics))
+        shards = op.stateful_batch(
+            f"tiles_{sid}", routed, lambda resume: _ShardLogic(apply, resume)
+        )
+        items.append(op.map(f"unkey_{sid}", shards, lambda kv: kv[1]))
+    op.output("dead_letters", op.merge("all_dead_letters", *dead), dead_letter_sink)
+    op.output("late_events", op.merge("all_late_events", *late), late_sink)
+    applied = op.merge("all_applied", *items)
+    op.output("online", applied, online_sink)
     if offline_sink is not None:
-        rows = op.filter_map("log_rows", items, lambda i: (i.view, i.log) if i.log else None)
+        rows = op.filter_map("log_rows", applied, lambda i: (i.view, i.log) if i.log else None)
         op.output("offline", rows, offline_sink)
     return flow
 

@@ -7,6 +7,7 @@ composition root's (``featurestream_app.engine``): a flow run here stops with
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import logging
@@ -22,13 +23,14 @@ from bytewax.dataflow import Dataflow
 from featurestream.events import AvroCodec, load_contracts
 
 from ..core import ViewSpec
-from ..online import EngineMarker, OnlineStore, connect_online_store
-from .dataflow import build_flow
+from ..online import OnlineStore, connect_online_store
+from .dataflow import STATE_LAYOUT, build_flow
 from .metrics import FlowMetrics
 from .sinks import OfflineLogSink, OnlineTileSink, RejectedSink
 from .source import KafkaEventSource
+from .watch import MarkerWatch
 
-__all__ = ["RunConfig", "caused_by", "engine_marker", "kafka_flow", "run_flow"]
+__all__ = ["RunConfig", "caused_by", "kafka_flow", "run_flow", "snapshot_state_ids"]
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +51,6 @@ class RunConfig:
             runs and tests) instead of tailing forever.
         write_retry_s: How long failing online writes are retried before stopping.
         dedupe_horizon_ms: Duplicate-detection horizon; None = the allowed lateness.
-        detect_lost: Writes check the engine's marker and stop the flow with
-            ``OnlineStoreLost`` when the store lost it (False: carry on regardless).
         process_index: This engine process, of ``process_count``: it reads the source
             partitions ``p % process_count == process_index``. Events are keyed by
             their entity, so processes share no entity and no partition.
@@ -64,7 +64,6 @@ class RunConfig:
     stop_at_end: bool = False
     write_retry_s: float = 60.0
     dedupe_horizon_ms: int | None = None
-    detect_lost: bool = False
     process_index: int = 0
     process_count: int = 1
 
@@ -79,25 +78,34 @@ def kafka_flow(
     config: RunConfig,
     codec: AvroCodec | None = None,
     metrics: FlowMetrics | None = None,
+    watch: MarkerWatch | None = None,
 ) -> Dataflow:
-    """The dataflow of ``views`` reading Kafka and writing Redis (no I/O until run).
+    """The dataflow of ``views`` reading Kafka and writing the online store (no I/O
+    until run).
 
     Args:
         views: The views to run.
         config: Where to read and write.
         codec: The decoder (default: the checked-in contracts, no registry).
         metrics: Counters to fill (default: a fresh set).
+        watch: The markers the store must hold (see :class:`MarkerWatch`); None: the
+            flow does not look for a loss.
     """
     metrics = metrics or FlowMetrics()
-    source = KafkaEventSource(
-        config.bootstrap_servers,
-        views,
-        codec or AvroCodec(load_contracts()),
-        horizon_ms=config.dedupe_horizon_ms,
-        stop_at_end=config.stop_at_end,
-        metrics=metrics,
-        process=(config.process_index, config.process_count),
-    )
+    codec = codec or AvroCodec(load_contracts())
+    sources = {
+        view.name: KafkaEventSource(
+            config.bootstrap_servers,
+            view,
+            codec,
+            horizon_ms=config.dedupe_horizon_ms,
+            stop_at_end=config.stop_at_end,
+            metrics=metrics,
+            process=(config.process_index, config.process_count),
+            watch=watch,
+        )
+        for view in views
+    }
     project = views[0].project if views else ""
     url = config.redis_url
 
@@ -107,14 +115,8 @@ def kafka_flow(
     producer = {"bootstrap.servers": config.bootstrap_servers}
     return build_flow(
         views,
-        source,
-        OnlineTileSink(
-            store,
-            project,
-            config.write_retry_s,
-            metrics,
-            engine_marker(views) if config.detect_lost else None,
-        ),
+        sources,
+        OnlineTileSink(store, project, config.write_retry_s, metrics, watch),
         RejectedSink(producer, config.dlq_topic, metrics),
         RejectedSink(producer, config.late_topic, metrics),
         None
@@ -198,7 +200,27 @@ def caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
     return False
 
 
-def engine_marker(views: Sequence[ViewSpec]) -> EngineMarker:
-    """The marker of the engine running ``views``."""
-    project = views[0].project if views else ""
-    return EngineMarker(project, "-".join(sorted(v.state_id for v in views)))
+def snapshot_state_ids(recovery_dir: Path | None) -> set[str]:
+    """The view definitions (``state_id``) the recovery store holds snapshots of: the
+    views a run from it resumes (the others start from fresh state).
+
+    Reads the Bytewax 0.21 recovery partitions (SQLite, table ``snaps``) read-only.
+    """
+    import sqlite3
+
+    found: set[str] = set()
+    if recovery_dir is None:
+        return found
+    for part in sorted(recovery_dir.glob("part-*.sqlite3")):
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{part}?mode=ro", uri=True)) as db:
+                rows = db.execute("SELECT DISTINCT step_id FROM snaps").fetchall()
+        except sqlite3.Error:
+            continue
+        for (step_id,) in rows:
+            # "{flow}.tiles_{state_id}_v{layout}"
+            name = str(step_id).rsplit(".", 1)[-1]
+            suffix = f"_v{STATE_LAYOUT}"
+            if name.startswith("tiles_") and name.endswith(suffix):
+                found.add(name[len("tiles_") : -len(suffix)])
+    return found

@@ -22,9 +22,10 @@ from ..core import ViewSpec
 from ..core.classify import Rejected
 from ..kafka import RejectedProducer
 from ..offline.log import ViewLogWriter
-from ..online import EngineMarker, OnlineStore, ProgressKey
+from ..online import OnlineStore, ProgressKey, ViewProgress, ViewState
 from .dataflow import SinkItem
 from .metrics import FlowMetrics
+from .watch import MarkerWatch
 
 __all__ = ["BatchProgress", "OfflineLogSink", "OnlineTileSink", "RejectedSink", "write_items"]
 
@@ -34,27 +35,30 @@ log = logging.getLogger(__name__)
 class BatchProgress:
     """Which source offsets are wholly written: a batch counts once all its groups are.
 
-    Per partition, batches are kept in the order their first group arrived (the
-    source's order: one worker applies a partition's batches in order) and progress
-    moves past the leading batches that are complete. Offsets need not be contiguous
-    (transaction markers and compaction leave gaps).
+    Per view and partition, batches are kept in the order their first group arrived
+    (the source's order: one worker applies a partition's batches in order) and
+    progress moves past the leading batches that are complete. Offsets need not be
+    contiguous (transaction markers and compaction leave gaps).
     """
 
     def __init__(self) -> None:
-        # Per partition, in arrival order: batch start -> (groups left, last offset).
-        self._open: dict[tuple[str, int], dict[int, tuple[int, int]]] = {}
+        # Per (view state, topic, partition), in arrival order: batch start ->
+        # (groups left, last offset).
+        self._open: dict[tuple[str, str, int], dict[int, tuple[int, int]]] = {}
 
-    def written(self, items: list[SinkItem]) -> dict[ProgressKey, int]:
-        """Record ``items`` as written; the new progress (next offset) per partition."""
-        changed: set[tuple[str, int]] = set()
+    def written(self, items: list[SinkItem]) -> dict[str, dict[ProgressKey, int]]:
+        """Record ``items`` as written; per view (``state_id``) the new progress (next
+        offset) per partition; every view of ``items`` is in it (maybe with none)."""
+        changed: set[tuple[str, str, int]] = set()
+        out: dict[str, dict[ProgressKey, int]] = {}
         for item in items:
-            part = (item.topic, item.partition)
+            out.setdefault(item.state_id, {})
+            part = (item.state_id, item.topic, item.partition)
             batches = self._open.setdefault(part, {})
             left, end = batches.get(item.batch_start, (item.batch_groups, item.batch_end))
             batches[item.batch_start] = (left - 1, end)
             if left - 1 <= 0:
                 changed.add(part)
-        out: dict[ProgressKey, int] = {}
         for part in changed:
             batches = self._open[part]
             done = None
@@ -66,7 +70,7 @@ class BatchProgress:
                 del batches[start]
                 done = end
             if done is not None:
-                out[ProgressKey(*part)] = done + 1
+                out[part[0]][ProgressKey(part[1], part[2])] = done + 1
         return out
 
 
@@ -76,7 +80,7 @@ def write_items(
     batches: BatchProgress,
     *,
     project: str,
-    marker: EngineMarker | None,
+    watch: MarkerWatch | None,
     retry_for_s: float,
     metrics: FlowMetrics,
     sleep: Callable[[float], None] = time.sleep,
@@ -84,19 +88,35 @@ def write_items(
     """Write the tile updates of ``items`` and the progress they complete, retrying an
     unavailable store with bounded backoff for ``retry_for_s``.
 
+    Args:
+        store: The online store.
+        items: What the flow applied.
+        batches: The sink's record of partly written batches.
+        project: The views' project.
+        watch: The markers the store must hold (their views' writes check them); None:
+            no check.
+        retry_for_s: How long to retry.
+        metrics: Counters.
+        sleep: Waits between retries.
+
     Raises:
-        OnlineStoreLost: when the store no longer holds ``marker`` (it lost the tiles
+        OnlineStoreLost: when the store no longer holds a view's marker (it lost the tiles
             written before; those of this write are complete, tile contents being set).
         OnlineStoreUnavailable: when the store still fails after ``retry_for_s``.
     """
     updates = [u for i in items for u in i.updates]
-    progress = batches.written(items)
+    names = {i.state_id: i.view for i in items}
+    expected = watch.expected if watch is not None else frozenset()
+    progress = []
+    for state_id, offsets in batches.written(items).items():
+        state = ViewState(project, names[state_id], state_id)
+        progress.append(ViewProgress(state, offsets, check_marker=state in expected))
     deadline = time.monotonic() + retry_for_s
     backoff_s = 0.05
     while True:
         try:
             started = time.perf_counter()
-            result = store.write(updates, progress, project=project, marker=marker)
+            result = store.write(updates, progress, project=project)
         except OnlineStoreUnavailable as exc:
             if time.monotonic() + backoff_s > deadline:
                 raise
@@ -106,9 +126,12 @@ def write_items(
             backoff_s = min(backoff_s * 2, 2.0)
             continue
         metrics.observe_write(result.fields, time.perf_counter() - started)
-        if not result.marker_found:
+        if result.lost:
+            if watch is not None:
+                watch.lost(result.lost)
+            views = ", ".join(sorted(s.view for s in result.lost))
             raise OnlineStoreLost(
-                f"the online store lost the tiles of {project!r} (it restarted empty)"
+                f"the online store lost the tiles of {views} (it restarted empty)"
             )
         return
 
@@ -120,14 +143,16 @@ class _TilePartition(StatelessSinkPartition[SinkItem]):
         project: str,
         retry_for_s: float,
         metrics: FlowMetrics,
-        marker: EngineMarker | None,
+        watch: MarkerWatch | None,
     ) -> None:
         self._store = store
         self._project = project
         self._retry_for_s = retry_for_s
         self._metrics = metrics
-        self._marker = marker
+        self._watch = watch
         self._batches = BatchProgress()
+        if watch is not None:
+            watch.start(store)
 
     def write_batch(self, items: list[SinkItem]) -> None:
         write_items(
@@ -135,12 +160,14 @@ class _TilePartition(StatelessSinkPartition[SinkItem]):
             items,
             self._batches,
             project=self._project,
-            marker=self._marker,
+            watch=self._watch,
             retry_for_s=self._retry_for_s,
             metrics=self._metrics,
         )
 
     def close(self) -> None:
+        if self._watch is not None:
+            self._watch.stop()
         self._store.close()
 
 
@@ -151,11 +178,12 @@ class OnlineTileSink(DynamicSink[SinkItem]):
     Args:
         store_factory: Builds an :class:`~streams.online.OnlineStore` per worker (called
             at run time, not at construction).
-        project: Feast project (the progress records' namespace).
+        project: Feast project (the records' namespace).
         retry_for_s: How long a failing write is retried before the flow stops (the
             snapshot is then not advanced past what the store holds).
-        marker: The engine's marker; a write that does not find it raises
-            ``OnlineStoreLost`` (None: no detection).
+        watch: The markers the store must hold; a write that does not find its view's
+            raises ``OnlineStoreLost``, and so does the flow's source once the watch's
+            thread finds one gone (None: no detection).
     """
 
     def __init__(
@@ -164,17 +192,17 @@ class OnlineTileSink(DynamicSink[SinkItem]):
         project: str,
         retry_for_s: float = 60.0,
         metrics: FlowMetrics | None = None,
-        marker: EngineMarker | None = None,
+        watch: MarkerWatch | None = None,
     ) -> None:
         self._factory = store_factory
         self._project = project
         self._retry_for_s = retry_for_s
         self._metrics = metrics or FlowMetrics()
-        self._marker = marker
+        self._watch = watch
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _TilePartition:
         return _TilePartition(
-            self._factory(), self._project, self._retry_for_s, self._metrics, self._marker
+            self._factory(), self._project, self._retry_for_s, self._metrics, self._watch
         )
 
 

@@ -1,4 +1,4 @@
-"""The Bytewax source: every Kafka partition of the views' topics, classified.
+"""The Bytewax source of one view: every Kafka partition of its topic, classified.
 
 Each Kafka partition is a Bytewax source partition holding its offset and its
 :class:`~streams.core.gate.PartitionGate` (watermark and recent event ids), both
@@ -9,7 +9,7 @@ exactly as an uninterrupted one.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,6 +24,7 @@ from ..core.gate import GateState
 from ..kafka import PartitionReader, partitions_of
 from ..kafka.reader import OFFSET_BEGINNING
 from .metrics import FlowMetrics
+from .watch import MarkerWatch
 
 __all__ = ["KafkaEventSource", "PartitionResume", "topic_views"]
 
@@ -60,7 +61,9 @@ class _Partition(StatefulSourcePartition[SourceBatch, PartitionResume]):
         stop_at_end: bool,
         batch_size: int,
         metrics: FlowMetrics,
+        watch: MarkerWatch | None,
     ) -> None:
+        self._watch = watch
         self._reader = reader
         self._classifier = classifier
         self._offset = offset
@@ -73,6 +76,8 @@ class _Partition(StatefulSourcePartition[SourceBatch, PartitionResume]):
         return self._awake
 
     def next_batch(self) -> list[SourceBatch]:
+        if self._watch is not None:
+            self._watch.check()  # the online store lost the tiles: stop the flow
         reader = self._reader
         messages, anything = reader.read(self._batch_size)
         batch = self._classifier.classify(messages)
@@ -104,24 +109,25 @@ class _Partition(StatefulSourcePartition[SourceBatch, PartitionResume]):
 
 
 class KafkaEventSource(FixedPartitionedSource[SourceBatch, PartitionResume]):
-    """Every partition of the views' topics as a source partition emitting one
+    """Every partition of one view's topic as a source partition emitting one
     :class:`~streams.core.classify.SourceBatch` per read, in offset order.
 
     Args:
         bootstrap_servers: Kafka bootstrap servers.
-        views: The views run (their topics are read).
+        view: The view (its topic is read).
         codec: Decoder.
-        horizon_ms: Duplicate-detection horizon; None = the largest lateness per topic.
+        horizon_ms: Duplicate-detection horizon; None = the view's lateness.
         stop_at_end: Finish when every partition is consumed (catch-up runs).
         consumer_config: Extra librdkafka settings.
         process: ``(index, count)``: this process reads the partitions ``p`` with
             ``p % count == index`` (one engine process per share of the partitions).
+        watch: Stops the flow when the online store lost the view's tiles.
     """
 
     def __init__(
         self,
         bootstrap_servers: str,
-        views: Sequence[ViewSpec],
+        view: ViewSpec,
         codec: AvroCodec,
         *,
         horizon_ms: int | None = None,
@@ -130,11 +136,13 @@ class KafkaEventSource(FixedPartitionedSource[SourceBatch, PartitionResume]):
         batch_size: int = 2000,
         metrics: FlowMetrics | None = None,
         process: tuple[int, int] = (0, 1),
+        watch: MarkerWatch | None = None,
     ) -> None:
         self._metrics = metrics or FlowMetrics()
         self._bootstrap = bootstrap_servers
-        self._views = topic_views(views)
-        self._time_fields = {v.topic: v.timestamp_field for v in views}
+        self._views = topic_views([view])
+        self._time_fields = {view.topic: view.timestamp_field}
+        self._watch = watch
         self._codec = codec
         self._horizon_ms = horizon_ms
         self._stop_at_end = stop_at_end
@@ -170,5 +178,11 @@ class KafkaEventSource(FixedPartitionedSource[SourceBatch, PartitionResume]):
         )
         reader = PartitionReader(self._bootstrap, topic, partition, offset, self._extra)
         return _Partition(
-            reader, classifier, offset, self._stop_at_end, self._batch_size, self._metrics
+            reader,
+            classifier,
+            offset,
+            self._stop_at_end,
+            self._batch_size,
+            self._metrics,
+            self._watch,
         )

@@ -5,7 +5,7 @@ What the messages mean (decoding, lateness, duplicates) is decided by the pure
 core (:mod:`streams.core.classify`); this package only moves bytes.
 """
 
-from .admin import check_broker, create_topics, partitions_of
+from .admin import check_broker, create_topics, holds, partitions_of, watermarks
 from .producer import RejectedProducer, rejected_headers
 from .reader import PartitionReader, produced_ms
 from .replay import replay
@@ -15,8 +15,10 @@ __all__ = [
     "RejectedProducer",
     "check_broker",
     "create_topics",
+    "holds",
     "partitions_of",
     "produced_ms",
     "rejected_headers",
     "replay",
+    "watermarks",
 ]

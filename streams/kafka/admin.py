@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from confluent_kafka import KafkaError, KafkaException
@@ -10,7 +11,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from featurestream.errors import BrokerUnavailable
 
-__all__ = ["check_broker", "create_topics", "partitions_of"]
+__all__ = ["check_broker", "create_topics", "holds", "partitions_of", "watermarks"]
 
 
 def _admin(bootstrap: str) -> AdminClient:
@@ -82,3 +83,86 @@ def create_topics(
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise BrokerUnavailable(f"cannot create topic {topic!r}: {exc.args[0]}") from exc
     return created
+
+
+def watermarks(
+    bootstrap: str, partitions: Sequence[tuple[str, int]], timeout_s: float = 10
+) -> dict[tuple[str, int], tuple[int, int]]:
+    """``(low, high)`` offsets of each ``(topic, partition)``: the first offset the broker
+    still holds and the offset after the last one, as the broker reports them now.
+
+    Raises:
+        BrokerUnavailable: when the broker does not answer.
+    """
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "featurestream-admin", "log_level": 0}
+    )
+    try:
+        out = {}
+        for topic, partition in partitions:
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=timeout_s, cached=False
+            )
+            out[topic, partition] = (int(low), int(high))
+        return out
+    except KafkaException as exc:
+        raise BrokerUnavailable(f"offsets at {bootstrap}: {exc}") from exc
+    finally:
+        consumer.close()
+
+
+def holds(
+    bootstrap: str, wanted: dict[tuple[str, int], int], timeout_s: float = 10
+) -> dict[tuple[str, int], bool]:
+    """Whether each ``(topic, partition)`` still holds every message before ``wanted``
+    offset: the first offset it holds is 0 and the message at ``offset - 1`` is there.
+
+    Reads that message rather than trusting the reported end offset (the embedded
+    broker under-reports it).
+
+    Raises:
+        BrokerUnavailable: when the broker does not answer.
+    """
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "featurestream-admin",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "error",
+            "log_level": 0,
+        }
+    )
+    out: dict[tuple[str, int], bool] = {}
+    try:
+        for (topic, partition), offset in wanted.items():
+            if offset <= 0:
+                out[topic, partition] = True
+                continue
+            low, _ = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=timeout_s, cached=False
+            )
+            if low > 0:
+                out[topic, partition] = False
+                continue
+            consumer.assign([TopicPartition(topic, partition, offset - 1)])
+            found = False
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                msg = consumer.poll(0.2)
+                if msg is None:
+                    continue
+                if msg.error() is None:
+                    found = int(msg.offset() or 0) == offset - 1
+                break  # a message, the end of the partition, or out of range
+            out[topic, partition] = found
+            consumer.unassign()
+        return out
+    except KafkaException as exc:
+        raise BrokerUnavailable(f"offsets at {bootstrap}: {exc}") from exc
+    finally:
+        consumer.close()

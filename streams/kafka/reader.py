@@ -62,6 +62,10 @@ class PartitionReader:
                 "enable.partition.eof": True,
                 "log.connection.close": False,
                 "fetch.wait.max.ms": 10,
+                # A resumed offset the partition no longer has (the broker was recreated,
+                # or retention deleted what was not read yet): read what it holds, from
+                # its start, rather than skip to its end.
+                "auto.offset.reset": "earliest",
                 **(config or {}),
             }
         )

@@ -7,7 +7,8 @@ in the sink's Bytewax snapshot, and a resumed run first deletes the files
 numbered after its snapshot and then writes them again, so a replay overwrites
 instead of duplicating. Backfills write ``backfill-{run}-{n}.parquet`` files beside
 them (see :func:`write_backfill`). A run without a snapshot keeps the files already there
-and numbers after them; readers drop repeated ``event_id``s.
+and numbers after them; readers read a row written again (same ``event_id`` and event
+time) once.
 """
 
 from __future__ import annotations
@@ -112,8 +113,8 @@ def write_backfill(
 
     Files are ``{root}/{view}/date=D/backfill-{run_id}-{n}.parquet``: never numbered
     like the engine's files, so a resumed engine never deletes them, and a repeated
-    backfill with the same ``run_id`` overwrites its own files. Readers drop event ids
-    the engine logged too.
+    backfill with the same ``run_id`` overwrites its own files. The backfill leaves out
+    copies of events the log already holds (``streams.backfill``).
     """
     folder = root / view.name
     if folder.is_dir():
@@ -153,7 +154,7 @@ class ViewLogWriter:
         self._last_flush = time.monotonic()
         if next_seq is None:
             # No snapshot: keep the history already logged and number new files after
-            # it (readers drop repeated event ids, so a rebuild from the topics is safe).
+            # it (readers read a row written again once, so a rebuild from the topics is safe).
             self._seq = self._highest() + 1
             self._drop_from(self._seq)
         else:
@@ -235,9 +236,18 @@ def read_view_log(
     view: ViewSpec,
     entities: Iterable[tuple[Any, ...]] | None = None,
     since_ms: int | None = None,
+    *,
+    until_ms: int | None = None,
+    skip: str | None = None,
 ) -> dict[tuple[Any, ...], EntityEvents]:
-    """The applied events of ``view`` per entity (join key values), duplicates dropped;
-    only those at or after ``since_ms`` when given.
+    """The applied events of ``view`` per entity (join key values); only those at or after
+    ``since_ms`` and before ``until_ms`` when given, and not in files whose names start
+    with ``skip``.
+
+    The log holds each applied event once; a row written again (an engine rebuilding
+    from the topics, a backfill over what the stream logged: the same ``event_id`` at
+    the same event time) is read once. Rows with one ``event_id`` at different event
+    times are distinct events (see ``streams.core.gate``: the stream applied both).
 
     Raises:
         ConfigError: when a log file is unreadable.
@@ -246,12 +256,22 @@ def read_view_log(
     if not folder.is_dir():
         return {}
     try:
-        dataset = ds.dataset(
-            folder,
-            format="parquet",
-            partitioning="hive",
-            schema=log_schema(view).append(pa.field("date", pa.string())),
-        )
+        schema = log_schema(view).append(pa.field("date", pa.string()))
+        if skip is None:
+            dataset = ds.dataset(folder, format="parquet", partitioning="hive", schema=schema)
+        else:
+            files = [
+                str(p)
+                for p in sorted(folder.glob("date=*/*.parquet"))
+                if not p.name.startswith(skip)
+            ]
+            dataset = ds.dataset(
+                files,
+                format="parquet",
+                partitioning=ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive"),
+                partition_base_dir=str(folder),
+                schema=schema,
+            )
         flt = None
         wanted = None if entities is None else list(entities)
         if wanted is not None and len(view.join_keys) == 1:
@@ -260,6 +280,9 @@ def read_view_log(
         if since_ms is not None:
             since = ds.field("event_time") >= pa.scalar(since_ms, pa.timestamp("ms", tz="UTC"))
             flt = since if flt is None else flt & since
+        if until_ms is not None:
+            until = ds.field("event_time") < pa.scalar(until_ms, pa.timestamp("ms", tz="UTC"))
+            flt = until if flt is None else flt & until
         table = dataset.to_table(filter=flt)
     except (pa.ArrowInvalid, OSError) as exc:
         raise ConfigError(f"offline log of {view.name} at {folder} is unreadable: {exc}") from exc
@@ -271,12 +294,13 @@ def read_view_log(
     stored.update({k: keys[i] for i, k in enumerate(view.join_keys)})
     cols = {c: stored[c] if c in stored else table.column(c).to_pylist() for c in view.columns}
     out: dict[tuple[Any, ...], EntityEvents] = {}
-    seen: set[str] = set()
+    seen: set[tuple[str, int]] = set()
     wanted_set = None if wanted is None else set(wanted)
     for i, event_id in enumerate(ids):
-        if event_id in seen:
+        row = (event_id, times[i])
+        if row in seen:
             continue
-        seen.add(event_id)
+        seen.add(row)
         entity = tuple(k[i] for k in keys)
         if wanted_set is not None and entity not in wanted_set:
             continue

@@ -13,7 +13,8 @@ from __future__ import annotations
 from featurestream.clock import Clock, wall_clock_ms
 
 from .base import (
-    EngineMarker,
+    BUILDING,
+    READY,
     FeastRow,
     FeastRowRead,
     FeastRows,
@@ -23,11 +24,16 @@ from .base import (
     Read,
     StoreStats,
     TilesRead,
+    ViewProgress,
+    ViewReady,
+    ViewRows,
+    ViewState,
     WriteResult,
 )
 
 __all__ = [
-    "EngineMarker",
+    "BUILDING",
+    "READY",
     "FeastRow",
     "FeastRowRead",
     "FeastRows",
@@ -37,6 +43,10 @@ __all__ = [
     "Read",
     "StoreStats",
     "TilesRead",
+    "ViewProgress",
+    "ViewReady",
+    "ViewRows",
+    "ViewState",
     "WriteResult",
     "check_online_store",
     "connect_online_store",

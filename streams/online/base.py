@@ -27,7 +27,8 @@ from typing import Any
 from ..core import StoredTiles, TileUpdate, ViewSpec, read_view
 
 __all__ = [
-    "EngineMarker",
+    "BUILDING",
+    "READY",
     "FeastRow",
     "FeastRowRead",
     "FeastRows",
@@ -37,8 +38,19 @@ __all__ = [
     "Read",
     "StoreStats",
     "TilesRead",
+    "ViewProgress",
+    "ViewReady",
+    "ViewRows",
+    "ViewState",
     "WriteResult",
 ]
+
+READY = "ready"
+"""A view's marker when its tiles are complete: readers serve it."""
+BUILDING = "building"
+"""A view's marker while its engine builds its tiles (a new definition catching up, a
+rebuild from the topics): readers do not serve it yet; a write that no longer finds
+the marker knows the store lost what it held."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,12 +62,34 @@ class ProgressKey:
 
 
 @dataclass(frozen=True, slots=True)
-class EngineMarker:
-    """Set when an engine (a set of views of a project) starts with its tiles in place;
-    its absence during the run means the store lost what it held (restarted empty)."""
+class ViewState:
+    """The engine's records of one view definition (``state_id``): the progress of its
+    source and its marker (:data:`READY`, :data:`BUILDING`, or absent)."""
 
     project: str
-    engine: str
+    view: str
+    state_id: str
+
+    @classmethod
+    def of(cls, spec: ViewSpec) -> ViewState:
+        """The records of ``spec``."""
+        return cls(spec.project, spec.name, spec.state_id)
+
+
+@dataclass(frozen=True, slots=True)
+class ViewProgress:
+    """What a write claims of one view.
+
+    Attributes:
+        state: The view.
+        offsets: Next offset to process per source partition (may be empty).
+        check_marker: The view's marker must be there; when it is not, nothing of this
+            view's progress is recorded and the write reports the view lost.
+    """
+
+    state: ViewState
+    offsets: Mapping[ProgressKey, int]
+    check_marker: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +99,17 @@ class WriteResult:
     Attributes:
         fields: Values set, after coalescing: tiles, and the newest event time of each
             entity where it moved.
-        marker_found: The engine's marker was there (True when no marker was asked
-            about). When it was not, the progress of the write was not recorded.
+        lost: Views whose marker was checked and gone: the store lost the tiles written
+            before (those of this write are complete: tile contents are set).
     """
 
     fields: int
-    marker_found: bool = True
+    lost: tuple[ViewState, ...] = ()
+
+    @property
+    def marker_found(self) -> bool:
+        """Every marker checked was there."""
+        return not self.lost
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +159,23 @@ class FeastRow:
     timestamp: bytes | None
 
 
-Read = TilesRead | FeastRowRead
+@dataclass(frozen=True, slots=True)
+class ViewReady:
+    """Read whether a stream view's tiles are complete, i.e. its marker is
+    :data:`READY` (answered by a bool)."""
+
+    view: ViewSpec
+
+
+Read = TilesRead | FeastRowRead | ViewReady
+
+
+@dataclass(frozen=True, slots=True)
+class ViewRows:
+    """One view's rows of a read (see :meth:`OnlineStore.read_views`)."""
+
+    ready: bool
+    rows: list[StoredTiles | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,24 +206,22 @@ class OnlineStore(ABC):
     def write(
         self,
         updates: Sequence[TileUpdate],
-        progress: Mapping[ProgressKey, int] | None = None,
+        progress: Sequence[ViewProgress] = (),
         *,
         project: str = "",
-        marker: EngineMarker | None = None,
     ) -> WriteResult:
         """Apply tile updates and the source progress they cover, atomically: progress
         is never recorded without the tiles of the events it claims.
 
         Updates of one entity are coalesced (the last value of a tile wins; a tile set
-        after it was deleted is set). With ``marker``, the write tells whether the
-        marker was there; when it was not, the tiles are written and the progress is
-        not (tiles written before may be gone: the caller restores them).
+        after it was deleted is set). For a view whose marker is checked and gone, the
+        tiles are written, its progress is not, and the result names it (tiles written
+        before may be gone: the caller restores them).
 
         Args:
             updates: Tile updates, in the order they were made.
-            progress: Next offset to process per source partition.
-            project: The project of the progress and freshness records.
-            marker: The engine's marker to check.
+            progress: Per view, what the write claims.
+            project: The project of the freshness records.
         """
 
     @abstractmethod
@@ -179,16 +232,16 @@ class OnlineStore(ABC):
         in one round trip."""
 
     @abstractmethod
-    def has_marker(self, marker: EngineMarker) -> bool:
-        """Whether ``marker`` is set."""
+    def markers(self, states: Sequence[ViewState]) -> list[str | None]:
+        """Each view's marker (:data:`READY`, :data:`BUILDING` or None), in one round trip."""
 
     @abstractmethod
-    def set_marker(self, marker: EngineMarker) -> None:
-        """Set ``marker``: this engine's tiles are in place."""
+    def set_marker(self, state: ViewState, value: str) -> None:
+        """Set the view's marker to ``value`` (:data:`READY` or :data:`BUILDING`)."""
 
     @abstractmethod
-    def progress(self, project: str) -> dict[ProgressKey, int]:
-        """The next offset to process per source partition, as last written."""
+    def progress(self, state: ViewState) -> dict[ProgressKey, int]:
+        """The view's next offset to process per source partition, as last written."""
 
     @abstractmethod
     def freshness(self, project: str) -> dict[str, int]:
@@ -220,17 +273,45 @@ class OnlineStore(ABC):
             self.write(pending, project=project)
         return count
 
+    def has_marker(self, state: ViewState) -> bool:
+        """Whether the view has a marker (ready or building)."""
+        return self.markers([state])[0] is not None
+
+    def read_views(self, requests: Sequence[tuple[ViewSpec, Sequence[str]]]) -> list[ViewRows]:
+        """:meth:`read_tiles` with each view's readiness (its marker is :data:`READY`).
+
+        Backends answer both in one round trip; this default takes two.
+        """
+        ready = self.markers([ViewState.of(view) for view, _ in requests])
+        return [
+            ViewRows(r == READY, rows)
+            for r, rows in zip(ready, self.read_tiles(requests), strict=True)
+        ]
+
     def read(
-        self, requests: Sequence[tuple[ViewSpec, Sequence[str]]], read_time_ms: int
+        self,
+        requests: Sequence[tuple[ViewSpec, Sequence[str]]],
+        read_time_ms: int,
+        *,
+        only_ready: bool = False,
     ) -> list[list[tuple[dict[str, Any], int | None]]]:
         """Every aggregation of each view for each entity at ``read_time_ms``, with the
-        entity's newest event time (None: none), in one round trip."""
+        entity's newest event time (None: none), in one round trip. With ``only_ready``,
+        a view whose tiles are not complete (see :data:`READY`) reads as missing values."""
         out: list[list[tuple[dict[str, Any], int | None]]] = []
-        for (view, _), stored in zip(requests, self.read_tiles(requests), strict=True):
+        if only_ready:
+            answers = self.read_views(requests)
+        else:
+            answers = [ViewRows(True, rows) for rows in self.read_tiles(requests)]
+        for (view, _), answer in zip(requests, answers, strict=True):
+            if not answer.ready:
+                missing = dict.fromkeys((a.name for a in view.aggregations), None)
+                out.append([(dict(missing), None) for _ in answer.rows])
+                continue
             out.append(
                 [
                     (read_view(view, s, read_time_ms), None if s is None else s.newest_event_ms)
-                    for s in stored
+                    for s in answer.rows
                 ]
             )
         return out
@@ -240,10 +321,10 @@ class OnlineReader(ABC):
     """The asyncio half of the port (the feature server). Construction does no I/O."""
 
     @abstractmethod
-    async def fetch(self, reads: Sequence[Read]) -> list[StoredTiles | FeastRow | None]:
+    async def fetch(self, reads: Sequence[Read]) -> list[StoredTiles | FeastRow | bool | None]:
         """The answer to every read, in order, in one round trip within the reader's
         deadline: :class:`StoredTiles` or None for a :class:`TilesRead`,
-        :class:`FeastRow` for a :class:`FeastRowRead`."""
+        :class:`FeastRow` for a :class:`FeastRowRead`, a bool for a :class:`ViewReady`."""
 
     @abstractmethod
     async def ping(self) -> None:

@@ -120,7 +120,7 @@ class TiledRedisOnlineStore(RedisOnlineStore):
     ) -> list[tuple[datetime | None, dict[str, ValueProto] | None]]:
         spec = self._spec(config, table)
         entities = [_entity_of(spec, key) for key in entity_keys]
-        (rows,) = self._tile_store(config).read([(spec, entities)], self.clock())
+        (rows,) = self._tile_store(config).read([(spec, entities)], self.clock(), only_ready=True)
         return _to_rows(spec, rows, requested)
 
     def online_read(
@@ -185,7 +185,9 @@ class TiledRedisOnlineStore(RedisOnlineStore):
             )
         if not work:
             return
-        results = self._tile_store(config).read([(w[2], w[3]) for w in work], self.clock())
+        results = self._tile_store(config).read(
+            [(w[2], w[3]) for w in work], self.clock(), only_ready=True
+        )
         for (table, requested, spec, _, idxs, output_len), rows in zip(work, results, strict=True):
             feast_utils._populate_response_from_feature_data(
                 requested,

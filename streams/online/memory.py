@@ -23,7 +23,7 @@ from featurestream.errors import OnlineStoreUnavailable
 
 from ..core import Partial, StoredTiles, TileUpdate, ViewSpec
 from .base import (
-    EngineMarker,
+    READY,
     FeastRow,
     FeastRowRead,
     FeastRows,
@@ -33,6 +33,9 @@ from .base import (
     Read,
     StoreStats,
     TilesRead,
+    ViewProgress,
+    ViewReady,
+    ViewState,
     WriteResult,
 )
 
@@ -58,8 +61,8 @@ class MemoryOnlineStore(OnlineStore):
     def __init__(self, clock: Clock = wall_clock_ms) -> None:
         self._clock = clock
         self._entities: dict[tuple[str, str, str], _Entity] = {}
-        self._markers: set[EngineMarker] = set()
-        self._progress: dict[str, dict[ProgressKey, int]] = {}
+        self._markers: dict[ViewState, str] = {}
+        self._progress: dict[ViewState, dict[ProgressKey, int]] = {}
         self._freshness: dict[str, dict[str, int]] = {}
         self._rows: dict[tuple[FeastRows, tuple[Any, ...]], FeastRow] = {}
         self._failures = 0
@@ -108,10 +111,9 @@ class MemoryOnlineStore(OnlineStore):
     def write(
         self,
         updates: Sequence[TileUpdate],
-        progress: Mapping[ProgressKey, int] | None = None,
+        progress: Sequence[ViewProgress] = (),
         *,
         project: str = "",
-        marker: EngineMarker | None = None,
     ) -> WriteResult:
         self._call()
         self.writes += 1
@@ -136,12 +138,17 @@ class MemoryOnlineStore(OnlineStore):
             entity.expires_at_ms = now + update.ttl_ms
             views.add(update.view)
         fields = sum(len(values) for values in written.values())
-        found = marker is None or marker in self._markers
-        if progress and found:
-            self._progress.setdefault(project, {}).update(progress)
+        lost = tuple(
+            group.state
+            for group in progress
+            if group.check_marker and group.state not in self._markers
+        )
+        for group in progress:
+            if group.state not in lost and group.offsets:
+                self._progress.setdefault(group.state, {}).update(group.offsets)
         for view in views:
             self._freshness.setdefault(project, {})[view] = now
-        return WriteResult(fields, found)
+        return WriteResult(fields, lost)
 
     def read_tiles(
         self, requests: Sequence[tuple[ViewSpec, Sequence[str]]]
@@ -161,17 +168,17 @@ class MemoryOnlineStore(OnlineStore):
                 tiles[slot][index] = spec.aggregator.decode(raw)
         return StoredTiles(tiles, held.newest_event_ms)
 
-    def has_marker(self, marker: EngineMarker) -> bool:
+    def markers(self, states: Sequence[ViewState]) -> list[str | None]:
         self._call()
-        return marker in self._markers
+        return [self._markers.get(state) for state in states]
 
-    def set_marker(self, marker: EngineMarker) -> None:
+    def set_marker(self, state: ViewState, value: str) -> None:
         self._call()
-        self._markers.add(marker)
+        self._markers[state] = value
 
-    def progress(self, project: str) -> dict[ProgressKey, int]:
+    def progress(self, state: ViewState) -> dict[ProgressKey, int]:
         self._call()
-        return dict(self._progress.get(project, {}))
+        return dict(self._progress.get(state, {}))
 
     def freshness(self, project: str) -> dict[str, int]:
         self._call()
@@ -196,12 +203,14 @@ class MemoryOnlineStore(OnlineStore):
         """The asyncio half of the port, reading this store."""
         return MemoryOnlineReader(self)
 
-    def answer(self, reads: Sequence[Read]) -> list[StoredTiles | FeastRow | None]:
+    def answer(self, reads: Sequence[Read]) -> list[StoredTiles | FeastRow | bool | None]:
         """The answers to a reader's reads (see :class:`MemoryOnlineReader`)."""
         self._call()
-        out: list[StoredTiles | FeastRow | None] = []
+        out: list[StoredTiles | FeastRow | bool | None] = []
         for read in reads:
-            if isinstance(read, TilesRead):
+            if isinstance(read, ViewReady):
+                out.append(self._markers.get(ViewState.of(read.view)) == READY)
+            elif isinstance(read, TilesRead):
                 out.append(self._stored(read.view, read.entity))
             elif isinstance(read, FeastRowRead):
                 empty = FeastRow((None,) * len(read.rows.features), None)
@@ -215,7 +224,7 @@ class MemoryOnlineReader(OnlineReader):
     def __init__(self, store: MemoryOnlineStore) -> None:
         self._store = store
 
-    async def fetch(self, reads: Sequence[Read]) -> list[StoredTiles | FeastRow | None]:
+    async def fetch(self, reads: Sequence[Read]) -> list[StoredTiles | FeastRow | bool | None]:
         return self._store.answer(reads)
 
     async def ping(self) -> None:

@@ -3,6 +3,8 @@
 Run as ``python -m tests.e2e.engine_variant run ...`` with ``FAULTS_VARIANT``:
 
 * ``no-dedupe``: the partition gate never reports a duplicate (resent events count twice).
+* ``no-produce-bound``: the watermark moves with event times alone (one producer clock
+  that runs fast turns the next events of its partition late).
 * ``forget-state``: tile state is not resumed after a crash while source offsets are
   (what a stateless restart with at-least-once offsets does): tiles restart from empty.
 """
@@ -22,11 +24,23 @@ variant = os.environ.get("FAULTS_VARIANT", "")
 if variant == "no-dedupe":
     original_admit = gate.PartitionGate.admit
 
-    def admit(self: gate.PartitionGate, event_id: str, event_time_ms: int) -> str:
-        status = original_admit(self, f"{event_id}-{uuid.uuid4()}", event_time_ms)
+    def admit(
+        self: gate.PartitionGate, event_id: str, event_time_ms: int, produced_ms: int | None = None
+    ) -> str:
+        status = original_admit(self, f"{event_id}-{uuid.uuid4()}", event_time_ms, produced_ms)
         return status
 
     gate.PartitionGate.admit = admit  # type: ignore[method-assign]
+elif variant == "no-produce-bound":
+    original_admit = gate.PartitionGate.admit
+
+    def unbounded(
+        self: gate.PartitionGate, event_id: str, event_time_ms: int, produced_ms: int | None = None
+    ) -> str:
+        status = original_admit(self, event_id, event_time_ms, None)
+        return status
+
+    gate.PartitionGate.admit = unbounded  # type: ignore[method-assign]
 elif variant == "forget-state":
     original_stateful_batch = op.stateful_batch
     run_id = uuid.uuid4().hex[:8]

@@ -130,7 +130,8 @@ def _oracle_applied(
                 decoded.append({**codec.decode("clicks", m.value()), "_message": m})
             except DecodeError:
                 continue
-        ok, too_late = classify_partition(decoded, lateness_ms)
+        produced = [e["_message"].timestamp()[1] for e in decoded]
+        ok, too_late = classify_partition(decoded, lateness_ms, produced_ms=produced)
         applied += [{k: v for k, v in e.items() if k != "_message"} for e in ok]
         if late is not None:
             late += [e["_message"] for e in too_late]

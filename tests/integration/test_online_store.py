@@ -39,6 +39,10 @@ class TestRedisOnlineStore(OnlineStoreBehaviour):
         deadline = time.monotonic() + ms / 1000
         wait_until(lambda: time.monotonic() >= deadline, 10 + ms / 1000, f"{ms} ms to pass")
 
+    def lose_everything(self, store: OnlineStore) -> None:
+        assert isinstance(store, RedisOnlineStore)
+        store._client.flushdb()
+
     def fail_for_a_moment(self, store: OnlineStore) -> None:
         assert isinstance(store, RedisOnlineStore)
         url = store._client.get_connection_kwargs()

@@ -20,7 +20,7 @@ from featurestream_app.stack import cli_env, free_port
 from producers import ClickTraffic, EventProducer
 from streams.core.reference import view_values
 from streams.definitions import compile_registry
-from streams.online import OnlineStore, ProgressKey, connect_online_store
+from streams.online import OnlineStore, ProgressKey, ViewState, connect_online_store
 from streams.repo import apply_repo, open_store
 from tests.support import FEATURESTREAM, copy_feature_repo, redis_server, wait_until
 
@@ -32,9 +32,9 @@ def _produce(settings: Settings, clicks: list[Any]) -> dict[ProgressKey, int]:
     return {ProgressKey(t, p): o + 1 for (t, p), o in producer.stats.last_offsets.items()}
 
 
-def _caught_up(store: OnlineStore, project: str, ends: dict[ProgressKey, int]) -> bool:
+def _caught_up(store: OnlineStore, state: ViewState, ends: dict[ProgressKey, int]) -> bool:
     try:
-        progress = store.progress(project)
+        progress = store.progress(state)
     except Exception:  # Redis restarting
         return False
     return all(progress.get(k, 0) >= end for k, end in ends.items())
@@ -84,7 +84,7 @@ def test_tiles_lost_with_redis_are_restored(
         )
     store = connect_online_store(url, timeout_s=1.0)
     try:
-        wait_until(lambda: _caught_up(store, view.project, ends), 120, "the engine")
+        wait_until(lambda: _caught_up(store, ViewState.of(view), ends), 120, "the engine")
         time.sleep(1.5)  # a few snapshots (and offline log flushes) after the events
         redis.stop()
         redis = redis_server(
@@ -92,7 +92,7 @@ def test_tiles_lost_with_redis_are_restored(
         )  # empty: it keeps nothing on disk
         assert not store.entities(view, 1)
         ends_after = _produce(local_stack, after)
-        wait_until(lambda: _caught_up(store, view.project, ends_after), 120, "the engine")
+        wait_until(lambda: _caught_up(store, ViewState.of(view), ends_after), 120, "the engine")
         time.sleep(1.0)
         # Still running, with the restore on or off (off: it carries on, unrestored).
         assert engine.poll() is None, log.read_text()[-3000:]

@@ -259,3 +259,29 @@ def test_restore_update_within_a_range_skips_tiles_it_covers_partly() -> None:
     assert {t for t in written if t[0] == ten_s} == {(ten_s, 12), (ten_s, 17)}
     # the minute tile 1 (60-120 s) starts before the range: out; tile 2 (120-180 s) in
     assert {t for t in written if t[0] == one_min} == {(one_min, 2)}
+
+
+def test_copies_within_the_horizon_are_one_event_as_in_the_stream() -> None:
+    history = History([VIEW], TimeRange(0, 10**7))  # horizon: the lateness, 30 s
+    first = _purchase(1, event_time=100_000)
+    history.add("purchases", {**first, "event_time": 110_000})  # a re-stamped resend
+    history.add("purchases", first)  # arrives later, earlier in event time
+    history.add("purchases", {**first, "event_time": 200_000})  # 100 s on: another event
+    kept = [r["event_time"] for r in history.records(VIEW)]
+    assert kept == [100_000, 200_000]  # in event-time order, the earliest copy is kept
+    assert history.stats.duplicates == 1
+    assert history.stats.applied == {"spend": 2}
+
+
+def test_events_the_log_holds_are_left_out_and_still_count_in_the_tiles() -> None:
+    history = History([VIEW], TimeRange(0, 10**7))
+    logged = _purchase(1, event_time=100_000)
+    history.known(VIEW, logged)  # the stream applied (and logged) it
+    history.add("purchases", {**logged, "event_time": 105_000})  # its copy in the source
+    history.add("purchases", _purchase(2, event_time=120_000))
+    assert [r["event_id"] for r in history.records(VIEW)] == ["p2"]
+    assert history.stats.duplicates == 1
+    tiles = history.tiles(VIEW)
+    entity = str(logged["user_id"])
+    values = read_after(VIEW, [tiles[entity].restore_update(VIEW, entity, 130_000)], 130_000)
+    assert values["n_10m"] == 1  # the logged event (p2 is another user)

@@ -100,7 +100,7 @@ def _run(
     run_main(
         build_flow(
             [VIEW],
-            TestingSource(batches),
+            {VIEW.name: TestingSource(batches)},
             TestingSink(online),
             TestingSink(dead),
             TestingSink(late),
@@ -253,34 +253,40 @@ def test_late_duplicate_and_bad_messages_are_routed_and_still_advance_progress()
     # update) and a progress-only group for the rest; together they claim offset 7.
     assert {(i.batch_start, i.batch_end, i.batch_groups) for i in online} == {(0, 6, 2)}
     assert sorted(len(i.updates) for i in online) == [0, 1]
-    assert BatchProgress().written(online) == {ProgressKey("clicks", 0): 7}
+    claimed = BatchProgress().written(online)
+    assert claimed == {VIEW.state_id: {ProgressKey("clicks", 0): 7}}
     assert [r["event_id"] for _, r in log] == [on_time["event_id"], log[1][1]["event_id"]]
     headers = dict(rejected_headers(late[0]))
     assert headers["source.offset"] == b"2" and headers["error.kind"] == b"late"
 
 
 def _item(start: int, end: int, groups: int, partition: int = 0) -> SinkItem:
-    return SinkItem([], "clicks", partition, start, end, groups)
+    return SinkItem([], "clicks", partition, start, end, groups, "v", "s")
+
+
+def _claimed(offsets: dict[ProgressKey, int]) -> dict[str, dict[ProgressKey, int]]:
+    return {"s": offsets}
 
 
 def test_progress_claims_a_batch_only_when_all_its_groups_are_written() -> None:
     progress = BatchProgress()
     # First batch seen since the start (offsets 10-19, 3 groups): nothing is claimed
     # until its third group is written.
-    assert progress.written([_item(10, 19, 3), _item(10, 19, 3)]) == {}
+    assert progress.written([_item(10, 19, 3), _item(10, 19, 3)]) == _claimed({})
     # The next batch completes first: it does not follow on from what is written.
-    assert progress.written([_item(20, 29, 1)]) == {}
-    assert progress.written([_item(10, 19, 3)]) == {ProgressKey("clicks", 0): 30}
+    assert progress.written([_item(20, 29, 1)]) == _claimed({})
+    assert progress.written([_item(10, 19, 3)]) == _claimed({ProgressKey("clicks", 0): 30})
     # Partitions are independent.
-    assert progress.written([_item(5, 5, 1, partition=1), _item(30, 39, 2)]) == {
-        ProgressKey("clicks", 1): 6
-    }
-    assert progress.written([_item(30, 39, 2)]) == {ProgressKey("clicks", 0): 40}
+    assert progress.written([_item(5, 5, 1, partition=1), _item(30, 39, 2)]) == _claimed(
+        {ProgressKey("clicks", 1): 6}
+    )
+    assert progress.written([_item(30, 39, 2)]) == _claimed({ProgressKey("clicks", 0): 40})
 
 
 def test_progress_moves_past_gaps_in_the_offsets() -> None:
     # Transaction markers and compaction leave offsets no message has.
     progress = BatchProgress()
-    assert progress.written([_item(0, 9, 1)]) == {ProgressKey("clicks", 0): 10}
-    assert progress.written([_item(11, 20, 1)]) == {ProgressKey("clicks", 0): 21}
-    assert progress.written([_item(25, 30, 2), _item(25, 30, 2)]) == {ProgressKey("clicks", 0): 31}
+    assert progress.written([_item(0, 9, 1)]) == _claimed({ProgressKey("clicks", 0): 10})
+    assert progress.written([_item(11, 20, 1)]) == _claimed({ProgressKey("clicks", 0): 21})
+    both = [_item(25, 30, 2), _item(25, 30, 2)]
+    assert progress.written(both) == _claimed({ProgressKey("clicks", 0): 31})

@@ -40,3 +40,7 @@ class TestMemoryOnlineStore(OnlineStoreBehaviour):
     def fail_for_a_moment(self, store: OnlineStore) -> None:
         assert isinstance(store, MemoryOnlineStore)
         store.fail_next(2)
+
+    def lose_everything(self, store: OnlineStore) -> None:
+        assert isinstance(store, MemoryOnlineStore)
+        store.lose_everything()

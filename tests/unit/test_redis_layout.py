@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from streams.core import AggregationSpec, ViewSpec, read_view
-from streams.online import EngineMarker
+from streams.online import ViewState
 from streams.online.redis.layout import (
     LAST_EVENT_FIELD,
     decode_tiles,
     entity_of_key,
     marker_key,
+    progress_key,
     tile_field,
     tile_key,
 )
@@ -47,4 +48,6 @@ def test_keys_name_the_project_view_and_entity() -> None:
     key = tile_key("p", "v", '[1,"a"]')
     assert key == 'fst:p:v:[1,"a"]'
     assert entity_of_key("p", "v", key.encode()) == '[1,"a"]'
-    assert marker_key(EngineMarker("p", "abc")) == "fst:p:_online:abc"
+    state = ViewState("p", "v", "abc")
+    assert marker_key(state) == "fst:p:_online:v:abc"
+    assert progress_key(state) == "fst:p:_progress:v:abc"

@@ -43,7 +43,7 @@ from serving.lookup import assemble, bind
 from serving.plan import plan_for
 from serving.request import LookupRequest
 from streams.core import EntityTiles, StoredTiles, TileUpdate, entity_id
-from streams.online import FeastRow, FeastRowRead, TilesRead
+from streams.online import FeastRow, FeastRowRead, TilesRead, ViewReady
 from streams.online.memory import MemoryOnlineStore
 from streams.online.redis.feast_layout import commands_for
 from streams.online.redis.layout import tile_key
@@ -365,7 +365,9 @@ def test_bind_builds_feast_and_tile_keys_once_per_distinct_entity(catalog: Catal
         )
         + PROJECT.encode()
     )
-    assert len(lookup.reads) == 2 + 1 + 2
+    assert lookup.entity_reads == 2 + 1 + 2
+    assert len(lookup.reads) == 2 + 1 + 2 + 1  # and whether the stream view is ready
+    assert lookup.reads[-1] == ViewReady(_catalog().views["clicks"].spec)
     first, fourth = lookup.reads[0], lookup.reads[3]
     assert isinstance(first, FeastRowRead) and first.key_values == (1,)
     assert (first.rows.view, first.rows.features) == ("profile", ("country",))
@@ -379,7 +381,8 @@ def test_bind_builds_feast_and_tile_keys_once_per_distinct_entity(catalog: Catal
         "_ts:profile",
     )
     assert commands[3] == ("HGETALL", tile_key(PROJECT, "clicks", entity_id([1])))
-    assert len(commands) == 2 + 1 + 2
+    assert commands[-1][0] == "GET" and "_online:clicks:" in commands[-1][1]
+    assert len(commands) == 2 + 1 + 2 + 1
 
 
 @pytest.mark.parametrize(
@@ -452,10 +455,15 @@ def _ts(ms: int) -> bytes:
     return ts.SerializeToString()
 
 
-def _answer(catalog: Catalog, request: LookupRequest, answers: list[Any], **kw: Any) -> Any:
+def _answer(
+    catalog: Catalog, request: LookupRequest, answers: list[Any], *, ready: bool = True, **kw: Any
+) -> Any:
+    """Assemble the answer from ``answers`` to the entity reads (every stream view's
+    tiles complete, or none with ``ready=False``)."""
     lookup = bind(_plan(catalog, request), request, catalog)
-    assert len(answers) == len(lookup.reads)
-    answer = assemble(lookup, answers, READ_MS, **kw)
+    assert len(answers) == lookup.entity_reads
+    readiness = [ready] * (len(lookup.reads) - lookup.entity_reads)
+    answer = assemble(lookup, [*answers, *readiness], READ_MS, **kw)
     names = answer["metadata"]["feature_names"]
     return answer, dict(zip(names, answer["results"], strict=True))
 
@@ -501,6 +509,17 @@ def test_assemble_follows_feast_statuses_and_timestamps(catalog: Catalog) -> Non
         "statuses": ["PRESENT", "PRESENT"],
         "event_timestamps": ["1970-01-01T00:00:00Z"] * 2,
     }
+
+
+def test_a_stream_view_whose_tiles_are_not_complete_is_not_found(catalog: Catalog) -> None:
+    request = _request({"user_id": [1]}, features=("clicks:clicks_5m", "profile:country"))
+    answers = [_row(_value(string_val="DE"), _ts(READ_MS - 1000)), _tiles(READ_MS - 1000)]
+    _, cols = _answer(catalog, request, answers, ready=False)
+    # a view its engine is still building (or restoring) answers no value, not a partial one
+    assert (cols["clicks_5m"]["values"], cols["clicks_5m"]["statuses"]) == ([None], ["NOT_FOUND"])
+    assert cols["country"]["values"] == ["DE"]  # batch views are served as ever
+    _, cols = _answer(catalog, request, answers)
+    assert (cols["clicks_5m"]["values"], cols["clicks_5m"]["statuses"]) == ([1], ["PRESENT"])
 
 
 def test_max_staleness_marks_old_stream_rows_and_freshness_reports_ages(catalog: Catalog) -> None:

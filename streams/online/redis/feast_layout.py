@@ -18,8 +18,8 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.value_type import ValueType
 
 from ...core import StoredTiles
-from ..base import FeastRow, FeastRowRead, FeastRows, Read, TilesRead
-from .layout import decode_tiles, tile_key
+from ..base import READY, FeastRow, FeastRowRead, FeastRows, Read, TilesRead, ViewReady, ViewState
+from .layout import decode_tiles, marker_key, tile_key
 
 __all__ = ["Command", "commands_for", "decode_replies", "feast_fields", "feast_key"]
 
@@ -65,7 +65,12 @@ def feast_fields(view: str, features: tuple[str, ...]) -> tuple[bytes | str, ...
     return (*(_mmh3(f"{view}:{name}") for name in features), f"_ts:{view}")
 
 
+_READY = READY.encode()
+
+
 def _command(read: Read) -> Command:
+    if isinstance(read, ViewReady):
+        return ("GET", marker_key(ViewState.of(read.view)))
     if isinstance(read, TilesRead):
         view = read.view
         return ("HGETALL", tile_key(view.project, view.name, read.entity))
@@ -90,12 +95,14 @@ def commands_for(reads: Sequence[Read]) -> list[Command]:
 
 def decode_replies(
     reads: Sequence[Read], replies: Sequence[Any]
-) -> list[StoredTiles | FeastRow | None]:
+) -> list[StoredTiles | FeastRow | bool | None]:
     """The port's answers from the replies to :func:`commands_for` (HGETALL replies as
     dicts)."""
-    out: list[StoredTiles | FeastRow | None] = []
+    out: list[StoredTiles | FeastRow | bool | None] = []
     for read, reply in zip(reads, replies, strict=True):
-        if isinstance(read, FeastRowRead):
+        if isinstance(read, ViewReady):
+            out.append(reply == _READY)
+        elif isinstance(read, FeastRowRead):
             out.append(FeastRow(tuple(reply[:-1]), reply[-1]))
         else:
             out.append(decode_tiles(read.view, reply) if reply else None)

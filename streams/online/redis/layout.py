@@ -7,9 +7,11 @@ Tiles (one hash per view and entity, read in one round trip):
 * field ``_last_ms`` -> newest event time applied for the entity
 * the key expires a retention after its last write
 
-Engine records: ``fst:{project}:_progress`` (hash ``{topic}:{partition}`` -> next
-offset), ``fst:{project}:_written`` (hash ``{view}`` -> wall-clock ms of the last
-write), ``fst:{project}:_online:{engine}`` (the engine's marker).
+Engine records, per view definition (``{view}:{state_id}``):
+``fst:{project}:_progress:{view}:{state_id}`` (hash ``{topic}:{partition}`` -> next
+offset) and ``fst:{project}:_online:{view}:{state_id}`` (the view's marker: ``ready``
+or ``building``); per project ``fst:{project}:_written`` (hash ``{view}`` ->
+wall-clock ms of the last write).
 
 Batch views are in Feast's own Redis layout (:mod:`.feast_layout`). Nothing here
 imports Feast: the engine's processes start without it.
@@ -20,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ...core import Partial, StoredTiles, ViewSpec
-from ..base import EngineMarker
+from ..base import ViewState
 
 __all__ = [
     "LAST_EVENT_FIELD",
@@ -64,14 +66,14 @@ def freshness_key(project: str) -> str:
     return f"fst:{project}:_written"
 
 
-def marker_key(marker: EngineMarker) -> str:
-    """Key of an engine's marker."""
-    return f"fst:{marker.project}:_online:{marker.engine}"
+def marker_key(state: ViewState) -> str:
+    """Key of a view definition's marker."""
+    return f"fst:{state.project}:_online:{state.view}:{state.state_id}"
 
 
-def progress_key(project: str) -> str:
-    """Hash of ``{topic}:{partition}`` -> next offset to process."""
-    return f"fst:{project}:_progress"
+def progress_key(state: ViewState) -> str:
+    """Hash of ``{topic}:{partition}`` -> next offset to process, of a view definition."""
+    return f"fst:{state.project}:_progress:{state.view}:{state.state_id}"
 
 
 def decode_tiles(view: ViewSpec, raw: Mapping[bytes, bytes]) -> StoredTiles:

@@ -43,7 +43,7 @@ from .resp import RespConnection, RespError
 
 __all__ = ["AsyncRedisReader", "PipelinedRedisReader", "ThreadRedisReader", "make_reader"]
 
-Answer = StoredTiles | FeastRow | None
+Answer = StoredTiles | FeastRow | bool | None
 
 
 def _commands(reads: Sequence[Read]) -> list[Command]:

@@ -8,7 +8,7 @@ in one pipelined round trip.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -16,7 +16,16 @@ import redis
 from featurestream.clock import Clock, wall_clock_ms
 
 from ...core import StoredTiles, TileUpdate, ViewSpec
-from ..base import EngineMarker, OnlineStore, ProgressKey, StoreStats, WriteResult
+from ..base import (
+    READY,
+    OnlineStore,
+    ProgressKey,
+    StoreStats,
+    ViewProgress,
+    ViewRows,
+    ViewState,
+    WriteResult,
+)
 from .client import connect as connect_client
 from .client import parse, translated
 from .layout import (
@@ -32,10 +41,12 @@ from .layout import (
 
 __all__ = ["RedisOnlineStore"]
 
-# KEYS: marker ('' for none), progress hash, freshness hash, then one tile hash per
-# entity. ARGV: per tile hash (in KEYS order) ttl_ms, n_sets, n_deletes, field/value
-# pairs, deleted fields; then n_progress, partition/offset pairs; then n_views, now_ms,
-# views. Returns whether the marker existed (1 when there is none to check).
+# KEYS: freshness hash; per view group its marker and progress hash; then one tile
+# hash per entity. ARGV: n_groups; per group check (1: the marker must be there),
+# n_offsets, partition/offset pairs; per tile hash (in KEYS order) ttl_ms, n_sets,
+# n_deletes, field/value pairs, deleted fields; then n_views, now_ms, views. Returns
+# the (1-based) groups whose marker was checked and gone: their progress is not
+# recorded.
 _WRITE_LUA = """
 -- Redis's Lua unpacks at most about 8,000 values per call: commands go in slices.
 local function sliced(cmd, key, from, to)
@@ -43,10 +54,18 @@ local function sliced(cmd, key, from, to)
     redis.call(cmd, key, unpack(ARGV, i, math.min(i + 999, to)))
   end
 end
-local had = 1
-if KEYS[1] ~= '' then had = redis.call('EXISTS', KEYS[1]) end
-local a = 1
-for k = 4, #KEYS do
+local ng = tonumber(ARGV[1])
+local a = 2
+local lost = {}
+local groups = {}
+for g = 1, ng do
+  local check, np = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  local ok = check == 0 or redis.call('EXISTS', KEYS[2 * g]) == 1
+  if not ok then lost[#lost + 1] = g end
+  groups[g] = {ok, a + 2, np}
+  a = a + 2 + 2 * np
+end
+for k = 2 + 2 * ng, #KEYS do
   local ttl, ns, nd = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   a = a + 3
   if nd > 0 then sliced('HDEL', KEYS[k], a + 2 * ns, a + 2 * ns + nd - 1) end
@@ -54,14 +73,15 @@ for k = 4, #KEYS do
   redis.call('PEXPIRE', KEYS[k], ttl)
   a = a + 2 * ns + nd
 end
-local np = tonumber(ARGV[a])
 -- Progress only when the tiles before it are known to be there.
-if np > 0 and had == 1 then sliced('HSET', KEYS[2], a + 1, a + 2 * np) end
-a = a + 1 + 2 * np
+for g = 1, ng do
+  local ok, from, np = groups[g][1], groups[g][2], groups[g][3]
+  if ok and np > 0 then sliced('HSET', KEYS[2 * g + 1], from, from + 2 * np - 1) end
+end
 local nv = tonumber(ARGV[a])
 local now = ARGV[a + 1]
-for v = a + 2, a + 1 + nv do redis.call('HSET', KEYS[3], ARGV[v], now) end
-return had
+for v = a + 2, a + 1 + nv do redis.call('HSET', KEYS[1], ARGV[v], now) end
+return lost
 """
 
 _SCAN_COUNT = 10_000
@@ -107,10 +127,9 @@ class RedisOnlineStore(OnlineStore):
     def write(
         self,
         updates: Sequence[TileUpdate],
-        progress: Mapping[ProgressKey, int] | None = None,
+        progress: Sequence[ViewProgress] = (),
         *,
         project: str = "",
-        marker: EngineMarker | None = None,
     ) -> WriteResult:
         # The last value of every field and every deleted field, per key.
         latest: dict[str, dict[str, Any]] = {}
@@ -138,12 +157,13 @@ class RedisOnlineStore(OnlineStore):
             ttl_ms[key] = update.ttl_ms
         # One atomic script call per batch (instead of three commands per key): the
         # last value of every field, encoded once.
-        keys = [
-            marker_key(marker) if marker is not None else "",
-            progress_key(project),
-            freshness_key(project),
-        ]
-        args: list[Any] = []
+        keys = [freshness_key(project)]
+        args: list[Any] = [len(progress)]
+        for group in progress:
+            keys += (marker_key(group.state), progress_key(group.state))
+            args += (1 if group.check_marker else 0, len(group.offsets))
+            for k, offset in group.offsets.items():
+                args += (f"{k.topic}:{k.partition}", offset)
         written = 0
         for key, fields in latest.items():
             gone = deletes[key]
@@ -153,14 +173,10 @@ class RedisOnlineStore(OnlineStore):
                 args += (name, encode(value))
             args += gone
             written += len(fields)
-        progress = progress or {}
-        args.append(len(progress))
-        for k, offset in progress.items():
-            args += (f"{k.topic}:{k.partition}", offset)
         args += (len(views), self._clock(), *views)
         with translated(self._where, "write"):
-            had_marker = bool(self._write_script(keys=keys, args=args))
-        return WriteResult(written, had_marker)
+            lost: list[int] = self._write_script(keys=keys, args=args)
+        return WriteResult(written, tuple(progress[int(g) - 1].state for g in lost))
 
     def read_tiles(
         self, requests: Sequence[tuple[ViewSpec, Sequence[str]]]
@@ -179,17 +195,37 @@ class RedisOnlineStore(OnlineStore):
             out.append([decode_tiles(view, fields) if fields else None for fields in rows])
         return out
 
-    def has_marker(self, marker: EngineMarker) -> bool:
-        with translated(self._where, "EXISTS"):
-            return bool(self._client.exists(marker_key(marker)))
+    def read_views(self, requests: Sequence[tuple[ViewSpec, Sequence[str]]]) -> list[ViewRows]:
+        with translated(self._where, "read"):
+            pipe = self._client.pipeline(transaction=False)
+            for view, entities in requests:
+                pipe.get(marker_key(ViewState.of(view)))
+                for entity in entities:
+                    pipe.hgetall(tile_key(view.project, view.name, entity))
+            raw: list[Any] = pipe.execute()
+        out: list[ViewRows] = []
+        pos = 0
+        for view, entities in requests:
+            ready = raw[pos] == READY.encode()
+            rows = raw[pos + 1 : pos + 1 + len(entities)]
+            pos += 1 + len(entities)
+            out.append(ViewRows(ready, [decode_tiles(view, f) if f else None for f in rows]))
+        return out
 
-    def set_marker(self, marker: EngineMarker) -> None:
+    def markers(self, states: Sequence[ViewState]) -> list[str | None]:
+        if not states:
+            return []
+        with translated(self._where, "MGET"):
+            raw: list[bytes | None] = self._client.mget([marker_key(s) for s in states])  # type: ignore[assignment]
+        return [None if value is None else value.decode() for value in raw]
+
+    def set_marker(self, state: ViewState, value: str) -> None:
         with translated(self._where, "SET"):
-            self._client.set(marker_key(marker), b"1")
+            self._client.set(marker_key(state), value.encode())
 
-    def progress(self, project: str) -> dict[ProgressKey, int]:
+    def progress(self, state: ViewState) -> dict[ProgressKey, int]:
         with translated(self._where, "HGETALL"):
-            raw: dict[bytes, bytes] = self._client.hgetall(progress_key(project))  # type: ignore[assignment]
+            raw: dict[bytes, bytes] = self._client.hgetall(progress_key(state))  # type: ignore[assignment]
         out = {}
         for field, value in raw.items():
             topic, _, partition = field.decode().rpartition(":")

@@ -15,8 +15,11 @@ import pytest
 import redis
 
 from featurestream_app.stack import free_port
+from streams.definitions import compile_registry
+from streams.online import READY, ViewState
+from streams.online.redis import RedisOnlineStore
 from streams.online.redis.reader import PipelinedRedisReader
-from streams.repo import apply_repo
+from streams.repo import apply_repo, open_store
 from tests.integration.server.client import (
     call,
     columns,
@@ -54,7 +57,8 @@ def outage(served: Served, tmp_path: Path) -> Iterator[tuple[str, Path, int, Bac
 def test_redis_outages_fail_fast_and_recover(
     outage: tuple[str, Path, int, Background], tmp_path: Path
 ) -> None:
-    base, _, redis_port, private = outage
+    base, repo, redis_port, private = outage
+    url = f"redis://127.0.0.1:{redis_port}/0"
     body = {
         "features": ["user_click_stats:clicks_last_1h", "user_profile:country"],
         "entities": {"user_id": [1, 2]},
@@ -62,9 +66,12 @@ def test_redis_outages_fail_fast_and_recover(
     # every user's newest event time differs: a reply given to the wrong lookup shows
     newest = {u: 1_700_000_000_000 + u * 1000 for u in range(1, 20)}
     for user, ms in newest.items():
-        redis.Redis.from_url(f"redis://127.0.0.1:{redis_port}/0").hset(
+        redis.Redis.from_url(url).hset(
             f"fst:featurestream_demo:user_click_stats:{user}", "_last_ms", ms
         )
+    # as an engine that built the view leaves it
+    view = next(v for v in compile_registry(open_store(repo, url)) if v.name == "user_click_stats")
+    RedisOnlineStore(url).set_marker(ViewState.of(view), READY)
 
     def stamps(users: list[int], *, patient: bool = False) -> list[str]:
         deadline = time.monotonic() + 10
@@ -177,7 +184,12 @@ def test_a_changed_registry_is_served_without_restart(
         "clicks_only_v1 = FeatureService(name='clicks_only_v1', "
         "features=[user_click_stats[['clicks_last_1h']]])\n"
     )
-    apply_repo(repo, f"redis://127.0.0.1:{redis_port}/0")
+    url = f"redis://127.0.0.1:{redis_port}/0"
+    apply_repo(repo, url)
     wait_until(lambda: lookup(base, body).status == 200, 15, "the new feature service")
+    # no engine has built the view in this store: no value yet, not a 0
+    assert columns(lookup(base, body).body)["clicks_last_1h"]["statuses"] == ["NOT_FOUND"]
+    view = next(v for v in compile_registry(open_store(repo, url)) if v.name == "user_click_stats")
+    RedisOnlineStore(url).set_marker(ViewState.of(view), READY)  # as its engine leaves it
     assert columns(lookup(base, body).body)["clicks_last_1h"]["values"] == [0]
     assert call(base, "/ready").body["registry"] != before
