@@ -43,7 +43,7 @@ e2e: setup-test
 	out="$$(scripts/container-runtime.sh)" && eval "$$out" && $(BIN)/pytest tests/e2e
 
 test: lint
-	out="$$(scripts/container-runtime.sh)" && eval "$$out" && $(BIN)/pytest tests
+	out="$$(scripts/container-runtime.sh)" && eval "$$out" && $(BIN)/pytest tests --durations=30
 
 down:
 	$(BIN)/featurestream down

@@ -10,7 +10,8 @@ in adapters and re-raised as one of these ``from exc``::
     ├── TransientError         retry: a dependency is slow or unavailable
     │   ├── BrokerUnavailable
     │   ├── OnlineStoreUnavailable
-    │   │   └── OnlineStoreLost  Redis restarted empty: restore the online tiles
+    │   │   ├── OnlineStoreLost  Redis dropped tiles (restarted empty, evicted): restore them
+    │   │   └── OnlineStoreFull  Redis refuses writes: it is out of memory
     │   ├── Overloaded         the feature server serves its maximum of requests
     │   └── NotReady           the feature server has no registry loaded yet
     ├── StackError             the local stack could not be started or stopped
@@ -45,6 +46,7 @@ __all__ = [
     "InvalidEvent",
     "InvalidRequest",
     "NotReady",
+    "OnlineStoreFull",
     "OnlineStoreLost",
     "OnlineStoreUnavailable",
     "Overloaded",
@@ -84,7 +86,13 @@ class OnlineStoreUnavailable(TransientError):
 
 
 class OnlineStoreLost(OnlineStoreUnavailable):
-    """Redis came back without the data it had acknowledged (restarted empty)."""
+    """Redis no longer holds tiles it had acknowledged (restarted empty, or evicted
+    keys to free memory)."""
+
+
+class OnlineStoreFull(OnlineStoreUnavailable):
+    """Redis refused a write because it is out of memory (``noeviction`` at maxmemory).
+    Retried: nothing is skipped; it needs memory to succeed."""
 
 
 class StackError(FeaturestreamError):

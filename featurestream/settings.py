@@ -65,6 +65,12 @@ class Settings(BaseSettings):
         description="How often a running engine checks that the online store still holds "
         "its views' markers (a store restarted empty is noticed within this, writes or not).",
     )
+    allow_evicting_store: bool = Field(
+        default=False,
+        description="Run the engine and the feature server on a Redis whose "
+        "maxmemory-policy evicts keys when full (refused otherwise): evictions are then "
+        "detected, the views answered as unavailable and their tiles restored.",
+    )
     connect_timeout_s: float = Field(default=5.0, gt=0)
     serve_host: str = "127.0.0.1"
     serve_port: int = Field(default=6566, ge=1, le=65535)

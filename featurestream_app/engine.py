@@ -15,8 +15,9 @@ or absent) and at what the engine's snapshots hold:
   no longer covers (state lost, topic truncated or recreated) is refused: the
   rebuild would set tiles with less than the store holds.
 
-While the flow runs, a write, or the watch's thread within a second, finding a
-marker gone stops it (``OnlineStoreLost``), and the loop restores and resumes.
+While the flow runs, a write, or the watch within a second, finding a marker gone
+or keys evicted since it was set stops it (``OnlineStoreLost``), and the loop
+restores and resumes.
 
 With ``--processes N`` each child process reads the partitions ``p % N == i``.
 Events are keyed by their entity, so each Kafka partition holds whole entities: a
@@ -53,10 +54,14 @@ from streams.kafka import holds, partitions_of, watermarks
 from streams.online import (
     BUILDING,
     READY,
+    Marker,
     OnlineStore,
     ProgressKey,
+    StoreMark,
     ViewState,
+    check_eviction,
     connect_online_store,
+    evicted_since,
 )
 from streams.restore import restore_online
 
@@ -162,14 +167,17 @@ class EngineRun:
             raise
         return 0
 
-    def watch(self) -> MarkerWatch | None:
-        """The markers this process must find in the store (None: restores are off, and
-        the engine carries on whatever the store holds)."""
-        if not self.settings.restore_online:
-            return None
+    def watch(self, every_tick: Callable[[], None] | None = None) -> MarkerWatch:
+        """The markers this process must find in the store (none when restores are off:
+        the engine then carries on whatever the store holds); ``every_tick`` runs every
+        half second, in the flow's thread."""
+        states = [ViewState.of(v) for v in self.views] if self.settings.restore_online else []
         return MarkerWatch(
-            (ViewState.of(v) for v in self.views),
+            states,
             interval_s=self.settings.online_check_interval_s,
+            metrics=self.metrics,
+            every_tick=every_tick,
+            tick_s=_READY_POLL_S,
         )
 
 
@@ -198,25 +206,41 @@ def _ends(run: EngineRun) -> dict[str, dict[ProgressKey, tuple[int, int]]]:
 
 def prepare(
     run: EngineRun, store: OnlineStore, processes: int
-) -> dict[ViewState, dict[ProgressKey, int]]:
-    """Set every view's marker for the coming run; return the views that rebuild from
-    their topic, with the offsets their progress must reach to be ``ready``.
+) -> dict[ViewState, tuple[Marker, dict[ProgressKey, int]]]:
+    """Set every view's marker for the coming run; return the views that build, with
+    their marker and the offsets their progress must reach to be ``ready``.
+
+    A view lost its tiles when its marker is gone or the store evicted keys since the
+    marker was set (:func:`~streams.online.evicted_since`). Its tiles are restored
+    from the offline log when the engine resumes it from snapshots, else rebuilt from
+    its topic.
 
     Raises:
         ConfigError: for a view whose progress the store holds but neither the engine's
             snapshots nor the topic cover.
+        OnlineStoreLost: when the store evicted keys while its tiles were restored (it
+            has too little memory for them).
     """
     resumed = _resumed(run, processes)
     states = [ViewState.of(v) for v in run.views]
+    stats = store.stats()
     markers = store.markers(states)
     ends = _ends(run)
-    building: dict[ViewState, dict[ProgressKey, int]] = {}
+    now = StoreMark.of(stats)
+    building: dict[ViewState, tuple[Marker, dict[ProgressKey, int]]] = {}
+    restored: list[ViewState] = []
     for view, state, marker in zip(run.views, states, markers, strict=True):
+        why = "no marker" if marker is None else evicted_since(marker.mark, stats)
         if view.state_id in resumed:
-            if marker is None:  # resumed state, the store empty: it lost the tiles
-                if run.settings.restore_online:
-                    restore_online([view], run.offline_root, store)
-                store.set_marker(state, READY)  # only once the tiles are back
+            if why is None and marker is not None and marker.ready:
+                continue
+            if why is None and marker is not None:  # resumed while catching up
+                building[state] = (marker, _targets(ends[view.name]))
+                continue
+            if run.settings.restore_online:
+                log.warning("view=%s lost its online tiles (%s): restoring them", view.name, why)
+                restore_online([view], run.offline_root, store)
+            restored.append(state)
             continue
         short = _uncovered(run.settings.bootstrap_servers, store.progress(state))
         if short:
@@ -227,9 +251,25 @@ def prepare(
                 "the store holds. Restore the state dir, or clear the view's online data "
                 "before running it"
             )
-        store.set_marker(state, BUILDING)
-        building[state] = {k: high for k, (_, high) in ends[view.name].items()}
+        build = Marker(BUILDING, now)
+        store.set_marker(state, build)
+        building[state] = (build, _targets(ends[view.name]))
+    if restored:
+        after = store.stats()
+        why = evicted_since(now, after)
+        if why is not None:
+            raise OnlineStoreLost(
+                f"the online store dropped tiles while they were restored ({why}): it has "
+                f"too little memory for them (uses {after.used_bytes} of {after.max_bytes} "
+                "bytes); give it more memory and set maxmemory-policy noeviction"
+            )
+        for state in restored:  # only once the tiles are back
+            store.set_marker(state, Marker(READY, now))
     return building
+
+
+def _targets(ends: dict[ProgressKey, tuple[int, int]]) -> dict[ProgressKey, int]:
+    return {k: high for k, (_, high) in ends.items()}
 
 
 def _uncovered(bootstrap: str, progress: dict[ProgressKey, int]) -> list[str]:
@@ -245,9 +285,15 @@ def _uncovered(bootstrap: str, progress: dict[ProgressKey, int]) -> list[str]:
 
 class _Readiness:
     """Sets a rebuilding view's marker ``ready`` once its progress reached the offsets
-    its topic had at the start (a thread, and once more when the run ends)."""
+    its topic had at the start (a thread, and once more when the run ends). The marker
+    keeps the store's eviction count of the rebuild's start: keys evicted while it
+    built show."""
 
-    def __init__(self, store: OnlineStore, building: dict[ViewState, dict[ProgressKey, int]]):
+    def __init__(
+        self,
+        store: OnlineStore,
+        building: dict[ViewState, tuple[Marker, dict[ProgressKey, int]]],
+    ):
         self._store = store
         self._pending = dict(building)
         self._stop = threading.Event()
@@ -263,15 +309,16 @@ class _Readiness:
 
     def check(self) -> None:
         """Mark the views that caught up."""
-        for state, targets in list(self._pending.items()):
+        for state, (marker, targets) in list(self._pending.items()):
             try:
                 progress = self._store.progress(state)
+                if not all(progress.get(k, 0) >= target for k, target in targets.items()):
+                    continue
+                self._store.set_marker(state, Marker(READY, marker.mark))
             except OnlineStoreUnavailable:
                 return
-            if all(progress.get(k, 0) >= target for k, target in targets.items()):
-                self._store.set_marker(state, READY)
-                del self._pending[state]
-                log.info("view=%s caught up: ready", state.view)
+            del self._pending[state]
+            log.info("view=%s caught up: ready", state.view)
 
     def stop(self) -> None:
         self._stop.set()
@@ -283,7 +330,7 @@ class _Readiness:
 def supervise(
     run: EngineRun,
     store: OnlineStore,
-    run_once: Callable[[], int],
+    run_once: Callable[[Callable[[], None] | None], int],
     *,
     processes: int = 1,
 ) -> int:
@@ -293,14 +340,17 @@ def supervise(
         run: The engine's run.
         store: The online store.
         run_once: Runs the engine's processes once: :data:`LOST` when the store lost
-            the tiles, else the exit status.
+            the tiles, else the exit status. Its argument (None with several processes)
+            marks views that caught up ready: the flow calls it with its watch's looks
+            (a thread of this process would wait behind the busy flow).
         processes: How many processes share the partitions.
     """
     while True:
         readiness = _Readiness(store, prepare(run, store, processes))
-        readiness.start()
+        if processes > 1:  # this process only waits for its children
+            readiness.start()
         try:
-            status = run_once()
+            status = run_once(readiness.check if processes == 1 else None)
         finally:
             readiness.stop()
         if status != LOST:
@@ -313,12 +363,15 @@ def run_engine(run: EngineRun, *, processes: int, names: Sequence[str]) -> int:
     children; restores the online store whenever it lost the tiles. Returns the exit
     status."""
     store = connect_online_store(run.settings.online_redis_url)
+    warning = check_eviction(store.stats(), allowed=run.settings.allow_evicting_store)
+    if warning:
+        log.warning("%s", warning)
     if processes == 1:
-        return supervise(run, store, lambda: run.run_once(run.watch()))
+        return supervise(run, store, lambda ready: run.run_once(run.watch(ready)))
     return supervise(
         run,
         store,
-        lambda: _run_children(run.settings, names, processes, stop_at_end=run.stop_at_end),
+        lambda _: _run_children(run.settings, names, processes, stop_at_end=run.stop_at_end),
         processes=processes,
     )
 

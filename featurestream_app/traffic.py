@@ -7,16 +7,16 @@ import json
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from featurestream.errors import ConfigError, InvalidEvent
+from featurestream.errors import InvalidEvent
 from producers import Emission, EventProducer, TrafficGenerator
 
-__all__ = ["EmissionSink", "FileSink", "KafkaSink", "produce_generated", "read_replay"]
+__all__ = ["EmissionSink", "FileSink", "KafkaSink", "produce_generated"]
 
 _MAX_BATCH = 5_000
 
@@ -118,61 +118,6 @@ def produce_generated(
             progress(sent, sent / max(now - started, 1e-9))
     sink.close()
     return kinds
-
-
-def read_replay(path: Path, topic: str, shift_to_ms: int | None) -> Iterator[Emission]:
-    """Emissions from a JSON Lines or Parquet file of events (or of ``--dry-run`` lines).
-
-    Args:
-        path: ``.jsonl``/``.json`` or ``.parquet``.
-        topic: Topic of plain records (envelope lines carry their own).
-        shift_to_ms: When set, event times are shifted so that the newest is this time
-            (gaps between events are kept); otherwise the original times are kept.
-
-    Raises:
-        ConfigError: when the file is missing, of an unknown format, or has bad lines.
-    """
-    if not path.is_file():
-        raise ConfigError(f"--from {path}: no such file")
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        rows: list[dict[str, Any]] = [
-            {"topic": topic, "record": r} for r in pq.read_table(path).to_pylist()
-        ]
-    elif path.suffix in (".jsonl", ".json", ".ndjson"):
-        rows = []
-        with path.open(encoding="utf-8") as f:
-            for number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ConfigError(f"--from {path}:{number}: not JSON: {exc}") from exc
-                rows.append(
-                    obj
-                    if "record" in obj or "value_b64" in obj
-                    else {"topic": topic, "record": obj}
-                )
-    else:
-        raise ConfigError(f"--from {path}: unknown format; use .jsonl or .parquet")
-    shift = 0
-    if shift_to_ms is not None:
-        times = [r["record"]["event_time"] for r in rows if isinstance(r.get("record"), dict)]
-        shift = shift_to_ms - max(times) if times else 0
-    for row in rows:
-        row_topic = row.get("topic", topic)
-        record = row.get("record")
-        if record is not None:
-            record = {**record, "event_time": int(record["event_time"]) + shift}
-            key = str(record.get("user_id", "")).encode()
-            yield Emission(row_topic, key, row.get("kind", "event"), record=record)
-        else:
-            value = base64.b64decode(row["value_b64"])
-            yield Emission(
-                row_topic, str(row.get("key", "")).encode(), row.get("kind", "bad"), value=value
-            )
 
 
 def tty_progress(total: int) -> Callable[[int, float], None] | None:

@@ -1,7 +1,8 @@
-"""Producers: publish typed, Avro-encoded events to Kafka (library + synthetic traffic)."""
+"""Producers: publish typed, Avro-encoded events to Kafka (library, synthetic traffic, replays)."""
 
-from .events import Click, Event, Impression, Purchase
+from .events import Click, Event, Impression, Purchase, check_record
 from .producer import DeliveryStats, EventProducer
+from .replay import ReplayRow, read_replay
 from .synthetic import BAD_KINDS, ClickTraffic, Emission, TrafficConfig, TrafficGenerator, zipf_cdf
 
 __all__ = [
@@ -14,7 +15,10 @@ __all__ = [
     "EventProducer",
     "Impression",
     "Purchase",
+    "ReplayRow",
     "TrafficConfig",
     "TrafficGenerator",
+    "check_record",
+    "read_replay",
     "zipf_cdf",
 ]

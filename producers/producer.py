@@ -13,8 +13,9 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from featurestream.clock import wall_clock_ms
 from featurestream.errors import BrokerUnavailable, InvalidEvent
 from featurestream.events import MAX_FUTURE_MS, AvroCodec, load_contracts
+from featurestream.logs import kafka_client_log
 
-from .events import Event
+from .events import Event, check_record
 
 __all__ = ["DeliveryStats", "EventProducer"]
 
@@ -30,6 +31,11 @@ class DeliveryStats:
     # Highest delivered offset per (topic, partition): what a consumer must reach
     # to have seen everything this producer wrote.
     last_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    @property
+    def unconfirmed(self) -> int:
+        """Messages sent whose delivery was neither confirmed nor failed (yet)."""
+        return self.sent - self.delivered - self.failed
 
 
 class EventProducer:
@@ -71,12 +77,17 @@ class EventProducer:
             "batch.num.messages": 10_000,
             "compression.type": "lz4",
             "queue.buffering.max.messages": 500_000,
-            "log.connection.close": False,
+            **kafka_client_log(bootstrap_servers).settings(),  # rate-limited client lines
             **(config or {}),
         }
         self._producer: Producer | None = None
         self._unpolled = 0
         self.stats = DeliveryStats()
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """The broker this producer sends to."""
+        return str(self._config["bootstrap.servers"])
 
     def _client(self) -> Producer:
         if self._producer is None:
@@ -109,12 +120,8 @@ class EventProducer:
                 "unknown_topic",
                 f"no event schema for topic {topic!r}; known: {sorted(self._contracts)}",
             )
-        event_time = record.get("event_time")
-        if type(event_time) is not int:
-            raise InvalidEvent(
-                "schema_mismatch", f"event_time must be int epoch milliseconds, got {event_time!r}"
-            )
-        # Range limits of the contract (featurestream.min) are checked by the codec.
+        check_record(contract, record)
+        event_time = record["event_time"]
         if event_time > self._clock_ms() + MAX_FUTURE_MS:
             raise InvalidEvent(
                 "out_of_range", f"event_time {event_time} is more than 5 minutes in the future"
@@ -136,10 +143,37 @@ class EventProducer:
             InvalidEvent: when the record breaks its contract (nothing is produced).
             BrokerUnavailable: when the local queue stays full for 30 s.
         """
+        key, value = self.encode(topic, record)
+        self.produce_raw(topic, key, value)
+
+    def encode(self, topic: str, record: Mapping[str, Any]) -> tuple[bytes, bytes]:
+        """Validate and encode one record of ``topic``'s contract without producing it
+        (to check a whole replay before any of it is sent).
+
+        Returns:
+            The Kafka key and value :meth:`send_record` would produce.
+
+        Raises:
+            InvalidEvent: when the record breaks its contract.
+        """
         self.validate(topic, record)
         value = self._codec.encode(topic, record)
-        key = record.get(self._contracts[topic].key_field)
-        self.produce_raw(topic, str(key).encode(), value)
+        return str(record.get(self._contracts[topic].key_field)).encode(), value
+
+    def wait_for_broker(self, timeout_s: float) -> None:
+        """Return once the broker answers a metadata request (fail fast when it is down).
+
+        Raises:
+            BrokerUnavailable: when it did not answer within ``timeout_s``.
+        """
+        try:
+            self._client().list_topics(timeout=timeout_s)
+        except KafkaException as exc:
+            detail = exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError) else exc
+            raise BrokerUnavailable(
+                f"broker at {self._config['bootstrap.servers']} did not answer within "
+                f"{timeout_s:g} s ({detail})"
+            ) from exc
 
     def produce_raw(self, topic: str, key: bytes | None, value: bytes | None) -> None:
         """Produce already-encoded bytes (replays, and malformed records in tests)."""
@@ -169,6 +203,11 @@ class EventProducer:
                         f"producer queue full for 30 s; is the broker at "
                         f"{self._config['bootstrap.servers']} reachable?"
                     ) from None
+
+    def poll(self, timeout_s: float = 0.0) -> None:
+        """Serve delivery reports that have arrived (waiting up to ``timeout_s`` for one)."""
+        if self._producer is not None:
+            self._producer.poll(timeout_s)
 
     def flush(self, timeout_s: float = 30.0) -> int:
         """Wait for outstanding deliveries.

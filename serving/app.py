@@ -18,6 +18,13 @@ carries ``X-Request-ID`` (the caller's, when it sent a usable one); error log li
 carry ``request_id=``. Unexpected exceptions are logged with their traceback and
 answered with a generic 500, never with the traceback.
 
+Slow clients: a lookup takes its ``max_in_flight`` slot only once its body has arrived,
+and a body must arrive within ``body_timeout_s`` of the headers (else 408
+``body_timeout`` and the connection closed). What happens before a request reaches the
+app (its headers arriving, a body the app never reads) is bounded by the HTTP protocol
+(:class:`serving.server.ReadDeadlineProtocol`), which finds its deadlines in the ASGI
+lifespan state under :data:`serving.settings.READ_DEADLINES`, published at start-up.
+
 Life cycle (ASGI lifespan): start-up creates the online-store reader, loads the registry
 in a worker thread and starts the refresh task; shutdown stops both. Building the
 application does no I/O.
@@ -49,7 +56,7 @@ from featurestream.errors import (
     Unauthenticated,
     UnknownName,
 )
-from streams.online import OnlineReader
+from streams.online import OnlineReader, check_eviction
 
 from .auth import KeyTable, authorize_plan, authorize_selection, bearer_token
 from .catalog import Catalog, RegistrySnapshot
@@ -58,10 +65,11 @@ from .metrics import CONTENT_TYPE, ServerMetrics
 from .openapi import OPENAPI
 from .plan import plan_for
 from .request import parse_request
-from .settings import ServerSettings
+from .settings import READ_DEADLINES, ReadDeadlines, ReadPhase, ServerSettings
 
 __all__ = ["FeatureServer", "RegistrySource"]
 
+_STORE_STATS_S = 0.25  # what a scrape waits for the online store's figures
 log = logging.getLogger("serving")
 
 Scope = MutableMapping[str, Any]
@@ -74,6 +82,7 @@ Response = tuple[int, bytes, Headers]
 _JSON = (b"content-type", b"application/json")
 _OPENAPI_JSON = orjson.dumps(OPENAPI)
 _RETRY = (b"retry-after", b"1")
+_CLOSE = (b"connection", b"close")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (InvalidRequest, 422),
@@ -108,6 +117,10 @@ class RegistrySource(Protocol):
 
 class _ClientGone(Exception):
     """The client disconnected before sending the whole body."""
+
+
+class _BodyLate(Exception):
+    """The body did not arrive within ``body_timeout_s``."""
 
 
 def _status_of(exc: FeaturestreamError) -> int:
@@ -153,6 +166,7 @@ class FeatureServer:
         self._registry_problem: str | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._in_flight = 0
+        self._store_checked = False
         self._id_prefix = f"{os.getpid():x}-{time.time_ns() % 0xFFFFFF:x}-"
         self._id_counter = 0
         self._routes: dict[str, tuple[str, Callable[..., Awaitable[Response]]]] = {
@@ -163,6 +177,13 @@ class FeatureServer:
             "/metrics": ("GET", self._metrics),
             "/openapi.json": ("GET", self._openapi),
         }
+
+    @property
+    def read_deadlines(self) -> ReadDeadlines:
+        """What the HTTP protocol must enforce before a request reaches this app."""
+        return ReadDeadlines(
+            self.settings.header_timeout_s, self.settings.body_timeout_s, self._late
+        )
 
     @property
     def catalog(self) -> Catalog | None:
@@ -176,9 +197,9 @@ class FeatureServer:
         if kind == "http":
             await self._http(scope, receive, send)
         elif kind == "lifespan":
-            await self._lifespan(receive, send)
+            await self._lifespan(scope, receive, send)
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
@@ -187,6 +208,9 @@ class FeatureServer:
                 except FeaturestreamError as exc:
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
+                state = scope.get("state")
+                if state is not None:  # the server supports lifespan state
+                    state[READ_DEADLINES] = self.read_deadlines
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.shutdown()
@@ -194,10 +218,36 @@ class FeatureServer:
                 return
 
     async def startup(self) -> None:
-        """Create the online-store reader, load the registry, start the refresh task."""
+        """Create the online-store reader, check the store's eviction policy, load the
+        registry, start the refresh task.
+
+        Raises:
+            ConfigError: for a store that evicts keys when full (unless allowed).
+        """
         self._reader = self._make_reader()
+        await self.check_store()
         await self.refresh_registry()
         self._refresher = asyncio.create_task(self._refresh_loop(), name="registry-refresh")
+
+    async def check_store(self) -> None:
+        """Refuse (or warn about) an online store that may evict tiles; once it answered
+        (a store down at start is checked with the next registry refresh).
+
+        Raises:
+            ConfigError: for a store that evicts keys when full (unless allowed).
+        """
+        if self._store_checked or self._reader is None:
+            return
+        try:
+            stats = await self._reader.stats()
+        except OnlineStoreUnavailable as exc:
+            log.warning("online store not checked yet: %s", exc)
+            return
+        self.metrics.store = stats
+        warning = check_eviction(stats, allowed=self.settings.allow_evicting_store)
+        if warning:
+            log.warning("%s", warning)
+        self._store_checked = True
 
     async def shutdown(self) -> None:
         """Stop the refresh task and close the online-store reader."""
@@ -248,6 +298,11 @@ class FeatureServer:
         while True:
             await asyncio.sleep(self.settings.registry_refresh_s)
             try:
+                try:
+                    await self.check_store()
+                except ConfigError as exc:  # found once the store answered: said, not fatal
+                    log.error("%s", exc)
+                    self._store_checked = True
                 await self.refresh_registry()
             except Exception:  # the refresh must outlive any one bad registry version
                 log.exception("registry refresh failed; serving the previous version")
@@ -287,6 +342,8 @@ class FeatureServer:
                 status, body, extra = await handler(headers, receive, request_id)
         except _ClientGone:
             return
+        except _BodyLate:
+            status, body, extra = self._timed_out("body", request_id)
         except FeaturestreamError as exc:
             status, body, extra = self._failure(exc, request_id, path)
         except Exception:  # the boundary: log it, never send a traceback
@@ -328,6 +385,41 @@ class FeatureServer:
         if status == 401:
             response[2].append((b"www-authenticate", b'Bearer realm="featurestream"'))
         return response
+
+    def _late(self, phase: ReadPhase) -> Response:
+        """:attr:`ReadDeadlines.late`: a request the app has not seen, so a new id."""
+        request_id = self._request_id(None)
+        status, body, extra = self._timed_out(phase, request_id)
+        extra.append((b"x-request-id", request_id.encode()))
+        return status, body, extra
+
+    def _timed_out(self, phase: ReadPhase, request_id: str) -> Response:
+        """Count a request whose headers or body came too late; its 408 answer."""
+        settings = self.settings
+        if phase == "headers":
+            code = "header_timeout"
+            message = (
+                f"the request headers did not arrive within {settings.header_timeout_s:g} s "
+                "(header_timeout_s); send the whole request at once"
+            )
+        else:
+            code = "body_timeout"
+            message = (
+                f"the request body did not arrive within {settings.body_timeout_s:g} s of its "
+                "headers (body_timeout_s); send the whole body at once"
+            )
+        self.metrics.errors.labels(code).inc()
+        log.info("request timed out request_id=%s code=%s", request_id, code)
+        status, body, extra = self._error_response(408, code, message, request_id)
+        extra.append(_CLOSE)
+        return status, body, extra
+
+    async def _read_body_in_time(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
+        try:
+            async with asyncio.timeout(self.settings.body_timeout_s):
+                return await self._read_body(headers, receive)
+        except TimeoutError as exc:
+            raise _BodyLate from exc
 
     async def _read_body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
         limit = self.settings.max_body_bytes
@@ -379,6 +471,10 @@ class FeatureServer:
         self, headers: dict[bytes, bytes], receive: Receive, request_id: str
     ) -> Response:
         settings = self.settings
+        grants = self._grants(headers)  # an unknown key is refused before its body is read
+        # A slot is taken only once the body is here: a slow sender holds a connection,
+        # never a slot of the lookups being served.
+        body = await self._read_body_in_time(headers, receive)
         if self._in_flight >= settings.max_in_flight:
             raise Overloaded(
                 f"{self._in_flight} lookups in flight, the most this worker serves "
@@ -387,8 +483,6 @@ class FeatureServer:
         self._in_flight += 1
         self.metrics.in_flight.inc()
         try:
-            grants = self._grants(headers)
-            body = await self._read_body(headers, receive)
             request = parse_request(body, max_entities=settings.max_entities)
             catalog = self._catalog
             if catalog is None or self._reader is None:
@@ -470,4 +564,9 @@ class FeatureServer:
         return 200, catalog.features_json, [_JSON]
 
     async def _metrics(self, headers: dict[bytes, bytes], receive: Receive, rid: str) -> Response:
+        if self._reader is not None:
+            # A scrape never waits long for a slow store: the last figures then.
+            with contextlib.suppress(OnlineStoreUnavailable, TimeoutError):
+                async with asyncio.timeout(_STORE_STATS_S):
+                    self.metrics.store = await self._reader.stats()
         return 200, self.metrics.render(), [(b"content-type", CONTENT_TYPE.encode())]

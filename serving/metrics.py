@@ -7,13 +7,27 @@ container when exact totals matter).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from streams.online import StoreStats
+from streams.online.metrics import store_gauges
 
 __all__ = ["CONTENT_TYPE", "ServerMetrics"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 PATHS = ("/get-online-features", "/health", "/ready", "/features", "/metrics", "other")
+
+
+class _StoreCollector:
+    def __init__(self, metrics: ServerMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Any]:
+        yield from store_gauges(self._metrics.store)
 
 
 class ServerMetrics:
@@ -57,6 +71,9 @@ class ServerMetrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.store: StoreStats | None = None
+        """The online store's figures as last read (at each scrape)."""
+        self.registry.register(_StoreCollector(self))
         self._latency = {p: self.latency.labels(p) for p in PATHS}
         self._requests: dict[tuple[str, int], Counter] = {}
 

@@ -10,29 +10,47 @@ factory); :func:`run_server` hands the configuration to the workers in a file on
 the user can read, named by the ``FEATURESTREAM_SERVE_CONFIG`` environment
 variable, the process boundary being the only place this package reads the
 environment.
+
+Slow clients: uvicorn bounds only the idle time between requests
+(``timeout_keep_alive``). :class:`ReadDeadlineProtocol`, uvicorn's httptools protocol
+with read deadlines, bounds the rest: a request's headers must arrive within
+``header_timeout_s``, its body within ``body_timeout_s`` of the headers (the app
+answers a late body it is reading with a 408; one it does not read closes the
+connection). No connection limit: it would count the slow connections too and refuse
+the real ones; the deadlines bound how long any connection holds a file descriptor.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import http.client
 import json
 import logging
 import os
+import ssl
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
 
 from featurestream.clock import wall_clock_ms
 from featurestream.errors import ConfigError
 from streams.online import OnlineReader
 from streams.online.readers import connect_online_reader
 
-from .app import FeatureServer
-from .registry import StoreRegistry
-from .settings import ServerSettings
+from .settings import READ_DEADLINES, ReadDeadlines, ServerSettings
 
-__all__ = ["build_app", "create_app", "run_server"]
+if TYPE_CHECKING:
+    from .app import FeatureServer
+
+__all__ = ["ReadDeadlineProtocol", "build_app", "create_app", "run_server"]
 
 CONFIG_ENV = "FEATURESTREAM_SERVE_CONFIG"
 
@@ -54,6 +72,11 @@ def build_app(
         settings: Limits and options.
         clock: Read clock of stream windows in epoch ms (default: wall clock).
     """
+
+    # Here, not at import: the app imports Feast (seconds), which the process that only
+    # supervises the workers (run_server) never needs.
+    from .app import FeatureServer
+    from .registry import StoreRegistry
 
     def reader() -> OnlineReader:
         return connect_online_reader(
@@ -111,6 +134,136 @@ def create_app() -> FeatureServer:
     return build_app(store, config["redis_url"], settings=settings, clock=clock)
 
 
+class ReadDeadlineProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with read deadlines (uvicorn has none before a
+    request reaches the app).
+
+    * Headers: a connection must complete a request's headers within
+      ``header_timeout_s`` of its opening, or of the request's first byte on a
+      kept-alive connection. Late: a 408 when part of a request came (the connection
+      closes once an answer in progress is sent), else the connection just closes.
+    * Body: within ``body_timeout_s`` of the headers. The app answers a body it is
+      reading late with a 408 itself; the connection then closes. One the app does not
+      read (it answered without it) closes the connection.
+
+    The deadlines are the app's :class:`~serving.settings.ReadDeadlines`, found in the ASGI
+    lifespan state (the app publishes them at start-up); without them this is
+    uvicorn's protocol. Pass the class as uvicorn's ``http=``; it is importable, so
+    it works with ``workers > 1``.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        deadlines = app_state.get(READ_DEADLINES)
+        self._deadlines: ReadDeadlines | None = (
+            deadlines if isinstance(deadlines, ReadDeadlines) else None
+        )
+        self._reading: Literal["headers", "body"] | None = None  # of the newest request
+        self._timer: asyncio.TimerHandle | None = None
+        self._timing: Literal["headers", "body"] | None = None  # what the timer bounds
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """Start the connection's header deadline."""
+        super().connection_made(transport)
+        self._track()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Drop the deadline."""
+        self._set_timer(None)
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        """Feed the parser, then set the deadline of what the connection waits for."""
+        super().data_received(data)
+        self._track()
+
+    def on_message_begin(self) -> None:
+        """A request's first byte."""
+        super().on_message_begin()
+        self._reading = "headers"
+
+    def on_headers_complete(self) -> None:
+        """Its headers are in."""
+        super().on_headers_complete()
+        self._reading = "body"
+
+    def on_message_complete(self) -> None:
+        """Its whole body is in."""
+        super().on_message_complete()
+        self._reading = None
+
+    # Set after each read, not in the parser callbacks: a request whose bytes come in
+    # one read (nearly all) arms no timer.
+    def _track(self) -> None:
+        if self._deadlines is None:
+            return
+        if self.transport.is_closing():
+            self._set_timer(None)
+        elif self._reading is not None:
+            self._set_timer(self._reading)  # a running header deadline keeps running
+        elif self.cycle is not None and not self.cycle.response_complete:
+            self._set_timer(None)  # the app has the request
+        elif self.timeout_keep_alive_task is None:
+            # waiting for a request that no keep-alive timer bounds: a new connection,
+            # or bytes between requests (blank lines) that cancelled it
+            self._set_timer("headers")
+
+    def _set_timer(self, phase: Literal["headers", "body"] | None) -> None:
+        if phase == self._timing:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timing = phase
+        if phase is not None and self._deadlines is not None:
+            if phase == "headers":
+                self._timer = self.loop.call_later(
+                    self._deadlines.header_timeout_s, self._headers_late
+                )
+            else:
+                self._timer = self.loop.call_later(self._deadlines.body_timeout_s, self._body_late)
+
+    def _headers_late(self) -> None:
+        self._timer, self._timing = None, None
+        deadlines = self._deadlines
+        if deadlines is None or self.transport.is_closing():
+            return
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            # a pipelined request behind one being answered: close after that answer
+            cycle.keep_alive = False
+            deadlines.late("headers")
+            return
+        status, body, headers = deadlines.late("headers")
+        if self._reading == "headers":  # part of a request came: say why it ends
+            content = [STATUS_LINE[status]]
+            for name, value in (
+                *self.server_state.default_headers,
+                *headers,
+                (b"content-length", str(len(body)).encode()),
+            ):
+                content.extend([name, b": ", value, b"\r\n"])
+            content.extend([b"\r\n", body])
+            self.transport.write(b"".join(content))
+        self.transport.close()
+
+    def _body_late(self) -> None:
+        self._timer, self._timing = None, None
+        deadlines, cycle = self._deadlines, self.cycle
+        if deadlines is None or cycle is None or self.transport.is_closing():
+            return
+        cycle.keep_alive = False  # whatever answers this request closes the connection
+        if cycle.response_complete:  # answered without the body: nothing reads the rest
+            deadlines.late("body")
+            self.transport.close()
+
+
 def run_server(
     repo_path: Path,
     redis_url: str,
@@ -123,6 +276,7 @@ def run_server(
     ssl_certfile: Path | None = None,
     read_time_ms: int | None = None,
     log_level: str = "info",
+    progress: Callable[[str], None] | None = None,
 ) -> None:
     """Serve the features of ``repo_path`` over HTTP until stopped (blocks).
 
@@ -137,6 +291,8 @@ def run_server(
         ssl_certfile: TLS certificate chain.
         read_time_ms: Pin the read clock of stream windows (tests, replays); None: now.
         log_level: uvicorn's log level.
+        progress: Called with start-up lines, the last one ``listening on URL (N workers)``
+            once the server answers HTTP (one line per server, not per worker).
 
     Raises:
         ConfigError: for an invalid argument or repository.
@@ -168,10 +324,62 @@ def run_server(
             out,
         )
     os.environ[CONFIG_ENV] = config_path
+    if progress is not None:
+        scheme = "https" if ssl_certfile else "http"
+        _announce(progress, scheme, host, port, workers)
     try:
         _run_uvicorn(uvicorn, host, port, workers, log_level, ssl_keyfile, ssl_certfile)
     finally:
         Path(config_path).unlink(missing_ok=True)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _announce(
+    progress: Callable[[str], None], scheme: str, host: str, port: int, workers: int
+) -> None:
+    """Report start-up from a daemon thread: what is starting, then ``listening on``
+    once a ``GET /health`` over the real socket is answered."""
+    url = f"{scheme}://{_url_host(host)}:{port}"
+    plural = "s" if workers != 1 else ""
+    progress(f"starting {workers} worker{plural} on {url}: loading the feature registry")
+    # where to reach a wildcard bind from here (a connect address, not a bind)
+    probe_host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104
+
+    def answers() -> bool:
+        connection: http.client.HTTPConnection
+        if scheme == "https":
+            context = ssl.create_default_context()
+            context.check_hostname = False  # our own socket: any certificate will do
+            context.verify_mode = ssl.CERT_NONE
+            connection = http.client.HTTPSConnection(probe_host, port, timeout=2, context=context)
+        else:
+            connection = http.client.HTTPConnection(probe_host, port, timeout=2)
+        try:
+            connection.request("GET", "/health")
+            return connection.getresponse().status == 200
+        except (OSError, http.client.HTTPException):
+            return False
+        finally:
+            connection.close()
+
+    def watch() -> None:
+        started = time.monotonic()
+        next_note = 10.0
+        while not answers():
+            waited = time.monotonic() - started
+            if waited >= next_note:
+                progress(
+                    f"still starting after {waited:.0f} s "
+                    "(the workers import Feast and load the registry)"
+                )
+                next_note += 10.0
+            time.sleep(0.1)
+        progress(f"listening on {url} ({workers} worker{plural})")
+
+    threading.Thread(target=watch, name="serve-announce", daemon=True).start()
 
 
 def _run_uvicorn(
@@ -190,7 +398,8 @@ def _run_uvicorn(
         port=port,
         workers=workers,
         loop="uvloop",
-        http="httptools",
+        http=ReadDeadlineProtocol,
+        ws="none",  # no WebSocket routes: no upgrade to another protocol
         lifespan="on",
         access_log=False,
         server_header=False,

@@ -16,7 +16,8 @@ Keys come from JSON (an environment variable or a file; see :func:`parse_api_key
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -27,6 +28,9 @@ __all__ = [
     "ALL_GRANT",
     "FEATURES_GRANT",
     "PII_GRANT",
+    "READ_DEADLINES",
+    "ReadDeadlines",
+    "ReadPhase",
     "ServerSettings",
     "load_api_keys",
     "parse_api_keys",
@@ -55,6 +59,16 @@ class ServerSettings:
             ``"redis-asyncio"`` (a redis.asyncio pipeline) or ``"thread"`` (a sync
             redis-py pipeline in a thread pool); see :mod:`streams.online.redis.reader`.
         max_plans: Compiled lookup plans kept per worker (distinct feature lists).
+        header_timeout_s: Most seconds a connection may take to send a request's headers,
+            counted from its opening (or, on a kept-alive connection, from the request's
+            first byte); longer: 408 and the connection closed (one that sent nothing is
+            just closed).
+        body_timeout_s: Most seconds a request's body may take to arrive after its
+            headers; longer: 408 and the connection closed. A lookup takes its
+            ``max_in_flight`` slot only once its body has arrived, so slow senders never
+            hold the slots of the requests being served.
+        allow_evicting_store: Serve from a Redis whose ``maxmemory-policy`` evicts keys
+            (refused at start otherwise; see :func:`streams.online.check_eviction`).
         api_keys: Secret key -> grants (see the module docstring). Empty: no auth.
     """
 
@@ -66,6 +80,9 @@ class ServerSettings:
     enforce_ttl: bool = True
     redis_client: Literal["pipelined", "redis-asyncio", "thread"] = "pipelined"
     max_plans: int = 1024
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 10.0
+    allow_evicting_store: bool = False
     api_keys: Mapping[str, frozenset[str]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -73,10 +90,12 @@ class ServerSettings:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"server setting {name}={value!r}: expected an integer > 0")
-        if self.registry_refresh_s <= 0:
-            raise ConfigError(
-                f"server setting registry_refresh_s={self.registry_refresh_s!r}: expected > 0"
-            )
+        for name in ("registry_refresh_s", "header_timeout_s", "body_timeout_s"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not 0 < value < math.inf:
+                raise ConfigError(
+                    f"server setting {name}={value!r}: expected a number of seconds > 0"
+                )
         if self.redis_client not in ("pipelined", "redis-asyncio", "thread"):
             raise ConfigError(
                 f"server setting redis_client={self.redis_client!r}: expected 'pipelined', "
@@ -93,6 +112,32 @@ class ServerSettings:
     def auth_enabled(self) -> bool:
         """True when requests must carry an API key."""
         return bool(self.api_keys)
+
+
+ReadPhase = Literal["headers", "body"]
+"""What of a request came too late."""
+
+READ_DEADLINES = "featurestream.read_deadlines"
+"""Key of the app's :class:`ReadDeadlines` in the ASGI lifespan state."""
+
+
+@dataclass(frozen=True)
+class ReadDeadlines:
+    """The read deadlines the HTTP protocol enforces for the app, and how to answer.
+
+    The app (:class:`serving.app.FeatureServer`) publishes them at start-up; the
+    protocol (:class:`serving.server.ReadDeadlineProtocol`) enforces them.
+
+    Attributes:
+        header_timeout_s: Most seconds to the end of a request's headers.
+        body_timeout_s: Most seconds from the headers to the end of the body.
+        late: Counts a request whose ``"headers"`` or ``"body"`` came too late and
+            returns its 408 answer ``(status, body, headers)`` (no content-length).
+    """
+
+    header_timeout_s: float
+    body_timeout_s: float
+    late: Callable[[ReadPhase], tuple[int, bytes, list[tuple[bytes, bytes]]]]
 
 
 def parse_api_keys(text: str, *, source: str = "api keys") -> dict[str, frozenset[str]]:

@@ -12,6 +12,7 @@ write, each judged by the brute-force reference.
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,16 @@ from streams.flow import FlowMetrics, SinkItem
 from streams.flow.sinks import BatchProgress, write_items
 from streams.flow.watch import MarkerWatch
 from streams.offline.log import write_backfill
-from streams.online import BUILDING, READY, OnlineStore, ProgressKey, ViewProgress, ViewState
+from streams.online import (
+    BUILDING,
+    READY,
+    Marker,
+    OnlineStore,
+    ProgressKey,
+    StoreMark,
+    ViewProgress,
+    ViewState,
+)
 from streams.restore import restore_online
 from tests.support import SPEND_VIEW, wait_until
 
@@ -49,7 +59,7 @@ def _enc(value: object) -> bytes:
 def purchase(i: int, user: int, t: int) -> dict[str, Any]:
     """A purchase event as the stream decodes it."""
     return {
-        "event_id": f"e{i}",
+        "event_id": str(uuid.UUID(int=i)),
         "user_id": user,
         "item_id": 1 + i % 3,
         "amount": float(10 + i),
@@ -88,6 +98,11 @@ class OnlineStoreBehaviour:
 
     def lose_everything(self, store: OnlineStore) -> None:
         """Empty the store as a server restarted without persistence does."""
+        raise NotImplementedError
+
+    def evict_tiles(self, store: OnlineStore) -> None:
+        """Make the store evict every entity's tiles to free memory (as a full store
+        with a ``volatile-*`` policy does; the engine's records stay)."""
         raise NotImplementedError
 
     def read_at(self, store: OnlineStore, entity: str, read_ms: int) -> dict[str, Any]:
@@ -156,13 +171,14 @@ class OnlineStoreBehaviour:
         assert store.progress(OTHER) == {}  # tiles before it may be missing
         assert store.progress(STATE) == {ProgressKey("purchases", 0): 3}
         assert not store.has_marker(OTHER)
-        store.set_marker(OTHER, BUILDING)
-        assert store.markers([OTHER, STATE]) == [BUILDING, None]
+        store.set_marker(OTHER, Marker(BUILDING))
+        assert store.markers([OTHER, STATE]) == [Marker(BUILDING), None]
         result = store.write([update], _claims(OTHER, {ProgressKey("clicks", 0): 6}, True))
         assert result.marker_found
         assert store.progress(OTHER) == {ProgressKey("clicks", 0): 6}
-        store.set_marker(OTHER, READY)
-        assert store.markers([OTHER]) == [READY]
+        mark = StoreMark.of(store.stats())
+        store.set_marker(OTHER, Marker(READY, mark))
+        assert store.markers([OTHER]) == [Marker(READY, mark)]
 
     def test_reads_say_whether_a_view_is_ready(self, store: OnlineStore) -> None:
         state = EntityTiles()
@@ -171,9 +187,52 @@ class OnlineStoreBehaviour:
         assert rows[0][0]["n_10m"] == 1  # what the tiles hold, ready or not
         (building,) = store.read([(VIEW, ["7"])], T0 + 1, only_ready=True)
         assert building[0] == (dict.fromkeys(a.name for a in VIEW.aggregations), None)
-        store.set_marker(STATE, READY)
+        store.set_marker(STATE, Marker(READY))
         (ready,) = store.read([(VIEW, ["7"])], T0 + 1, only_ready=True)
         assert ready[0][0]["n_10m"] == 1
+
+    def test_an_evicted_entity_is_not_read_as_never_written(self, store: OnlineStore) -> None:
+        state = EntityTiles()
+        store.write([state.apply(VIEW, "7", purchase(1, 7, T0))], project="p")
+        store.set_marker(STATE, Marker(READY, StoreMark.of(store.stats())))
+        (ready,) = store.read([(VIEW, ["7", "99"])], T0 + 1, only_ready=True)
+        assert ready[0][0]["n_10m"] == 1 and ready[1][0]["n_10m"] == 0  # 99: never written
+        before = store.stats()
+        self.evict_tiles(store)
+        after = store.stats()
+        assert after.evicted_keys is not None and before.evicted_keys is not None
+        assert after.evicted_keys > before.evicted_keys  # the store counts them
+        assert store.markers([STATE])[0] is not None  # the marker stayed
+        missing = (dict.fromkeys(a.name for a in VIEW.aggregations), None)
+        # 7 was evicted, 99 never written: the store cannot tell them apart now, so
+        # neither reads as a count of 0.
+        assert store.read([(VIEW, ["7"])], T0 + 1, only_ready=True) == [[missing]]
+        assert store.read([(VIEW, ["99"])], T0 + 1, only_ready=True) == [[missing]]
+        assert store.read_tiles([(VIEW, ["7"])]) == [[None]]
+        # An entity the store holds reads right whatever else was evicted.
+        other = EntityTiles()
+        store.write([other.apply(VIEW, "8", purchase(3, 8, T0))], project="p")
+        ((held,),) = store.read([(VIEW, ["8"])], T0 + 1, only_ready=True)
+        assert held[0]["n_10m"] == 1
+        # Set again once its tiles are back (a restore): served again.
+        store.write([state.apply(VIEW, "7", purchase(2, 7, T0))], project="p")
+        store.set_marker(STATE, Marker(READY, StoreMark.of(store.stats())))
+        (back,) = store.read([(VIEW, ["7", "99"])], T0 + 1, only_ready=True)
+        assert back[0][0]["n_10m"] == 2 and back[1][0]["n_10m"] == 0
+
+    def test_the_watch_notices_evictions_without_a_write(self, store: OnlineStore) -> None:
+        state = EntityTiles()
+        store.write([state.apply(VIEW, "7", purchase(1, 7, T0))], project="p")
+        store.set_marker(STATE, Marker(READY, StoreMark.of(store.stats())))
+        metrics = FlowMetrics()
+        watch = MarkerWatch([STATE], interval_s=0.05, metrics=metrics)
+        assert not watch.look(store)
+        assert metrics.store is not None and metrics.store.keys >= 1
+        self.evict_tiles(store)
+        assert watch.look(store)
+        with pytest.raises(OnlineStoreLost, match="evicted"):
+            watch.check()
+        assert metrics.store_losses["evicted"] == 1
 
     def test_freshness_records_when_each_view_was_written(self, store: OnlineStore) -> None:
         assert store.freshness("p") == {}
@@ -195,7 +254,7 @@ class OnlineStoreBehaviour:
         self, store: OnlineStore
     ) -> None:
         events = _events()
-        store.set_marker(STATE, BUILDING)
+        store.set_marker(STATE, Marker(BUILDING))
         items = _sink_items(events)
         batches = BatchProgress()
         for i in range(0, len(items), 4):
@@ -216,7 +275,7 @@ class OnlineStoreBehaviour:
 
     def test_the_sink_retries_a_store_that_fails_for_a_moment(self, store: OnlineStore) -> None:
         events = _events(3)
-        store.set_marker(STATE, READY)
+        store.set_marker(STATE, Marker(READY))
         self.fail_for_a_moment(store)
         metrics = FlowMetrics()
         write_items(
@@ -250,16 +309,16 @@ class OnlineStoreBehaviour:
             watch.check()  # the flow's sources stop too
 
     def test_the_watch_notices_a_lost_marker_without_a_write(self, store: OnlineStore) -> None:
-        store.set_marker(STATE, READY)
-        watch = MarkerWatch([STATE], interval_s=0.05)
-        watch.start(store)
-        try:
-            self.pass_time(store, 200)
-            watch.check()  # the marker is there: nothing to say
-            self.lose_everything(store)
-            wait_until(lambda: _raises(watch.check), 10, "the watch to notice")
-        finally:
-            watch.stop()
+        store.set_marker(STATE, Marker(READY))
+        looks: list[int] = []
+        watch = MarkerWatch(
+            [STATE], interval_s=0.05, every_tick=lambda: looks.append(1), tick_s=0.05
+        )
+        watch.attach(store)
+        wait_until(lambda: (watch.check(), looks)[1] != [], 10, "a tick")
+        watch.check()  # the marker is there: nothing to say
+        self.lose_everything(store)
+        wait_until(lambda: _raises(watch.check), 10, "the watch to notice")
 
     def test_the_sink_gives_up_on_a_store_that_stays_down(self, unavailable: OnlineStore) -> None:
         with pytest.raises(OnlineStoreUnavailable):

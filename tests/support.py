@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -158,6 +159,26 @@ def redis_server(port: int, log: Path, *args: str) -> Background:
     server = Background([*redis_server_argv(port), *args], log)
     wait_until(lambda: port_open("127.0.0.1", port), 20, f"redis-server on {port}")
     return server
+
+
+def evict_tiles(url: str) -> int:
+    """Make Redis at ``url`` evict for real: a volatile policy (tile keys expire, the
+    engine's records do not) at a limit below what it uses, then one write; then
+    ``noeviction`` without a limit again. Returns the keys evicted."""
+    import redis
+
+    admin = redis.Redis.from_url(url)
+    try:
+        before = int(admin.info("stats")["evicted_keys"])
+        admin.config_set("maxmemory-policy", "volatile-random")
+        admin.config_set("maxmemory", 1)
+        with contextlib.suppress(redis.OutOfMemoryError):
+            admin.set("filler", "x")
+        admin.config_set("maxmemory", 0)
+        admin.config_set("maxmemory-policy", "noeviction")
+        return int(admin.info("stats")["evicted_keys"]) - before
+    finally:
+        admin.close()
 
 
 def running_stack(tmp_path_factory: Any) -> Iterator[Any]:

@@ -7,6 +7,7 @@ from .contracts import (
     Contract,
     contract_for_topic,
     crc64_avro,
+    is_uuid,
     load_contracts,
     parse_contract,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "contract_for_topic",
     "crc64_avro",
     "encode_single_object",
+    "is_uuid",
     "load_contracts",
     "parse_contract",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -26,6 +27,7 @@ __all__ = [
     "Contract",
     "contract_for_topic",
     "crc64_avro",
+    "is_uuid",
     "load_contracts",
     "parse_contract",
     "strip_logical_types",
@@ -37,6 +39,9 @@ MAX_FUTURE_MS = 5 * 60 * 1000
 # No event of ours comes near this; a larger message is dead-lettered as too_large
 # before it is parsed (a runaway producer must not make the engine parse megabytes).
 MAX_EVENT_BYTES = 64 * 1024
+
+# The textual form of a UUID (RFC 4122, either case): what a ``uuid`` logical type holds.
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 _EMPTY64 = 0xC15D213AA4D7A795
 _MASK64 = 0xFFFFFFFFFFFFFFFF
@@ -61,6 +66,11 @@ def crc64_avro(data: bytes) -> int:
     for byte in data:
         fp = (fp >> 8) ^ _FP_TABLE[(fp ^ byte) & 0xFF]
     return fp
+
+
+def is_uuid(value: object) -> bool:
+    """True when ``value`` is a UUID in its textual form (``8-4-4-4-12`` hex digits)."""
+    return type(value) is str and _UUID.fullmatch(value) is not None
 
 
 def strip_logical_types(schema: Any) -> Any:
@@ -92,6 +102,8 @@ class Contract:
         field_names: The record's field names, in schema order.
         minimums: ``(field, minimum)`` pairs from the ``featurestream.min`` field
             attribute: a value below it (or not a finite number) is out of range.
+        uuid_fields: Fields of logical type ``uuid``: strings that must be UUIDs (the
+            wire view has no logical types, so encoding does not check them).
     """
 
     name: str
@@ -102,6 +114,7 @@ class Contract:
     fingerprint: bytes
     field_names: tuple[str, ...]
     minimums: tuple[tuple[str, float], ...] = ()
+    uuid_fields: tuple[str, ...] = ()
 
     @property
     def field_types(self) -> dict[str, str]:
@@ -126,6 +139,20 @@ class Contract:
                 finite = False
             if not (finite and value >= minimum):
                 return f"{name}={value!r} is out of range: must be a finite number >= {minimum}"
+        return None
+
+    def invalid_uuid(self, record: Mapping[str, Any]) -> str | None:
+        """Why a ``uuid`` field of ``record`` is not a UUID, or None when all are.
+
+        An absent field is left to encoding to report (``missing_field``).
+        """
+        for name in self.uuid_fields:
+            value = record.get(name)
+            if not is_uuid(value) and name in record:
+                return (
+                    f"{name}={value!r} is not a UUID: the {self.topic} schema declares {name} "
+                    "a uuid; give every event its own (e.g. str(uuid.uuid4()))"
+                )
         return None
 
 
@@ -161,6 +188,11 @@ def parse_contract(schema_json: dict[str, Any]) -> Contract:
         for f in schema_json["fields"]
         if "featurestream.min" in f
     )
+    uuid_fields = tuple(
+        f["name"]
+        for f in schema_json["fields"]
+        if isinstance(f["type"], dict) and f["type"].get("logicalType") == "uuid"
+    )
     canonical = to_parsing_canonical_form(parsed).encode()
     return Contract(
         name=name,
@@ -171,6 +203,7 @@ def parse_contract(schema_json: dict[str, Any]) -> Contract:
         fingerprint=crc64_avro(canonical).to_bytes(8, "little"),
         field_names=field_names,
         minimums=minimums,
+        uuid_fields=uuid_fields,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,7 +32,7 @@ def measure_memory(users: int, timeout_s: float) -> dict[str, Any]:
         with EventProducer(settings.bootstrap_servers) as producer:
             for user, k, t in _two_clicks_each(users, time.time_ns() // 1_000_000):
                 record = {
-                    "event_id": f"m-{user}-{k}",
+                    "event_id": str(uuid.UUID(int=user << 32 | k)),
                     "user_id": user,
                     "item_id": rng.randrange(1, 5_000),
                     "page": "home",

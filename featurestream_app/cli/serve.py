@@ -15,13 +15,45 @@ from .common import load_settings, one_line_errors
 @click.option("--host", default=None, help="Bind address (default FEATURESTREAM_SERVE_HOST).")
 @click.option("--port", type=int, default=None, help="Port (default FEATURESTREAM_SERVE_PORT).")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--header-timeout",
+    "header_timeout_s",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    envvar="FEATURESTREAM_SERVE_HEADER_TIMEOUT_S",
+    show_envvar=True,
+    help="Seconds a connection has to send a request's headers (longer: 408, closed).",
+)
+@click.option(
+    "--body-timeout",
+    "body_timeout_s",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    envvar="FEATURESTREAM_SERVE_BODY_TIMEOUT_S",
+    show_envvar=True,
+    help="Seconds a request's body has to arrive after its headers (longer: 408, closed).",
+)
 @click.option("--feast", "use_feast", is_flag=True, help="Run Feast's own feature server.")
 @one_line_errors
-def serve(host: str | None, port: int | None, workers: int, use_feast: bool) -> None:
+def serve(
+    host: str | None,
+    port: int | None,
+    workers: int,
+    header_timeout_s: float,
+    body_timeout_s: float,
+    use_feast: bool,
+) -> None:
     """Serve online features over HTTP: Feast's POST /get-online-features API, fast.
 
     API keys come from FEATURESTREAM_SERVE_API_KEYS_FILE, TLS from
     FEATURESTREAM_SERVE_TLS_KEYFILE and FEATURESTREAM_SERVE_TLS_CERTFILE.
+
+    Slow clients: a request must send its headers within --header-timeout and its
+    body within --body-timeout of them, else it is answered 408 and its connection
+    closed; a lookup counts against the in-flight limit only once its body has
+    arrived. Prints "listening on URL (N workers)" once the server answers.
     """
     from streams.online import check_online_store
 
@@ -47,10 +79,14 @@ def serve(host: str | None, port: int | None, workers: int, use_feast: bool) -> 
         settings=ServerSettings(
             api_keys=load_api_keys(keys) if keys else {},
             redis_timeout_ms=settings.serve_online_timeout_ms,
+            header_timeout_s=header_timeout_s,
+            body_timeout_s=body_timeout_s,
+            allow_evicting_store=settings.allow_evicting_store,
         ),
         ssl_keyfile=settings.serve_tls_keyfile,
         ssl_certfile=settings.serve_tls_certfile,
         log_level="warning",
+        progress=lambda line: click.echo(line, err=True),
     )
 
 

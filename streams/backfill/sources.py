@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from featurestream.errors import ConfigError, EventError
 from featurestream.events import AvroCodec, Contract
 
-from ..core.classify import check_event_time
+from ..core.classify import check_event_id, check_event_time
 from ..kafka import replay
 from ..offline.log import ARROW_TYPES
 from .history import History
@@ -150,16 +150,16 @@ class FileEvents:
         contracts = {c.topic: c for c in self._contracts}
         for path in self._files:
             topic = self._file_topics[path]
-            for batch, checked in self._batches(path, contracts[topic]):
+            contract = contracts[topic]
+            for batch, checked in self._batches(path, contract):
                 for row in batch:
-                    if checked and row is not None:
-                        history.add(topic, row)
-                        continue
                     if row is None:
                         history.reject("not_json")
                         continue
                     try:
-                        record = codec.decode(topic, codec.encode(topic, row))
+                        # the rules of the stream: an id of its own, a type-checked record
+                        record = row if checked else codec.decode(topic, codec.encode(topic, row))
+                        check_event_id(record, contract)
                     except EventError as exc:
                         history.reject(exc.kind)
                         continue
@@ -298,6 +298,7 @@ class KafkaEvents:
                 record = codec.decode(topic, value, offset=offset)
                 if time_field is not None:
                     check_event_time(record, time_field, produced_ms)
+                check_event_id(record, codec.reader(topic))
             except EventError as exc:
                 history.reject(exc.kind)
                 continue

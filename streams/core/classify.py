@@ -11,6 +11,9 @@ Rules (decided here and nowhere else):
   Kafka timestamp (the moment it was produced) is a dead letter, so one bad clock
   cannot move a partition's watermark into the future; the timestamp is part of
   the message, so a replay decides the same (:func:`check_event_time`);
+* invalid id: an ``event_id`` that is empty, or not a UUID where the schema declares
+  the ``uuid`` logical type, is a dead letter: duplicates are told apart by it, so
+  events sharing a blank id would count once, or never (:func:`check_event_id`);
 * late and duplicate: the partition's :class:`~streams.core.gate.PartitionGate`
   with the largest allowed lateness of the topic's views (its watermark moves with
   event times, bounded by produce times); an accepted event older than the
@@ -24,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from featurestream.errors import DecodeError, EventError
-from featurestream.events import MAX_FUTURE_MS, AvroCodec
+from featurestream.events import MAX_FUTURE_MS, AvroCodec, Contract, is_uuid
 
 from .gate import DUPLICATE, LATE, GateState, PartitionGate
 
@@ -34,6 +37,7 @@ __all__ = [
     "Rejected",
     "SourceBatch",
     "TopicView",
+    "check_event_id",
     "check_event_time",
 ]
 
@@ -113,6 +117,20 @@ def check_event_time(record: Mapping[str, Any], time_field: str, produced_ms: in
         )
 
 
+def check_event_id(record: Mapping[str, Any], contract: Contract | None) -> None:
+    """Raise ``invalid_id`` when ``record``'s ``event_id`` cannot identify it: empty, or
+    not a UUID when ``contract`` (the topic's) declares it a ``uuid``.
+
+    Raises:
+        DecodeError: kind ``invalid_id``.
+    """
+    problem = contract.invalid_uuid(record) if contract is not None else None
+    if problem is None and not record["event_id"]:
+        problem = "event_id is empty: every event needs an id of its own"
+    if problem is not None:
+        raise DecodeError("invalid_id", problem)
+
+
 class PartitionClassifier:
     """Classifies the messages of one partition in offset order.
 
@@ -138,6 +156,16 @@ class PartitionClassifier:
         self.topic = topic
         self.partition = partition
         self._codec = codec
+        try:
+            self._contract: Contract | None = codec.reader(topic)
+        except DecodeError:
+            self._contract = None  # decoding dead-letters every message as unknown_topic
+        # The common case decided in one call; check_event_id says why an id is refused.
+        self._good_id = (
+            is_uuid
+            if self._contract is not None and "event_id" in self._contract.uuid_fields
+            else bool
+        )
         self._time_field = time_field
         self._views = tuple(views)
         self._names = [v.name for v in self._views]
@@ -152,8 +180,8 @@ class PartitionClassifier:
         """The batch of ``messages`` (None when there are none)."""
         batch: SourceBatch | None = None
         topic, partition = self.topic, self.partition
-        gate, time_field = self.gate, self._time_field
-        decode = self._codec.decode
+        gate, time_field, contract = self.gate, self._time_field, self._contract
+        decode, good_id = self._codec.decode, self._good_id
         for offset, value, produced_ms in messages:
             if batch is None:
                 batch = SourceBatch(topic, partition, offset, offset)
@@ -161,6 +189,8 @@ class PartitionClassifier:
             try:
                 record = decode(topic, value, partition=partition, offset=offset)
                 check_event_time(record, time_field, produced_ms)
+                if not good_id(record["event_id"]):
+                    check_event_id(record, contract)
             except EventError as exc:
                 batch.rejected.append(
                     Rejected(exc.kind, exc.reason, topic, partition, offset, value)

@@ -12,6 +12,9 @@ from typing import Any
 
 from featurestream.clock import Clock, wall_clock_ms
 
+from ..online import StoreStats
+from ..online.metrics import store_gauges
+
 __all__ = ["FlowMetrics"]
 
 # Write latency histogram buckets, seconds.
@@ -22,8 +25,10 @@ class FlowMetrics:
     """Counters of one engine process.
 
     * events per view and status (``applied``, ``late``, ``duplicate``, ``error``)
-    * tile fields written, online write batches, their latency and retries
+    * tile fields written, online write batches, their latency and retries, writes
+      refused because the store is full
     * watermark per source partition, and ids held for duplicate detection
+    * the online store's memory, limit and evictions (as its marker watch last read them)
     """
 
     def __init__(self, clock: Clock = wall_clock_ms) -> None:
@@ -32,6 +37,9 @@ class FlowMetrics:
         self.tile_writes = 0
         self.write_batches = 0
         self.write_retries = 0
+        self.writes_refused_full = 0
+        self.store: StoreStats | None = None
+        self.store_losses: defaultdict[str, int] = defaultdict(int)
         self.write_seconds: list[int] = [0] * (len(_BUCKETS) + 1)
         self.write_seconds_sum = 0.0
         self.watermarks: dict[tuple[str, int], int] = {}
@@ -85,6 +93,20 @@ class FlowMetrics:
             "Online writes retried because the store did not answer",
             value=self.write_retries,
         )
+        yield CounterMetricFamily(
+            "featurestream_online_writes_refused_full",
+            "Online writes refused because the store is out of memory (retried)",
+            value=self.writes_refused_full,
+        )
+        losses = CounterMetricFamily(
+            "featurestream_online_store_losses",
+            "Times the online store was found without tiles it had acknowledged",
+            labels=["cause"],
+        )
+        for cause, n in list(self.store_losses.items()):
+            losses.add_metric([cause], n)
+        yield losses
+        yield from store_gauges(self.store)
         buckets, acc = [], 0
         for bound, n in zip((*map(str, _BUCKETS), "+Inf"), self.write_seconds, strict=True):
             acc += n

@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import gc
 import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -150,6 +151,12 @@ def run_flow(
     gc.freeze()
     gc.set_threshold(_GC_YOUNG, 50, 100)
     _return_freed_memory(every_s=epoch_interval_s)
+    # A flow stops by an exception raised in one of its steps (the online store lost a
+    # view's tiles, the broker refused a dead letter): Bytewax's Rust worker reports it as
+    # a panic, with a backtrace of some 140 lines when RUST_BACKTRACE is set, which hides
+    # the line that says why (the engine's, or the Python traceback).
+    # FEATURESTREAM_RUST_BACKTRACE=1 keeps the Rust backtrace.
+    os.environ["RUST_BACKTRACE"] = os.environ.get("FEATURESTREAM_RUST_BACKTRACE", "0")
 
     recovery = None
     if recovery_dir is not None:
@@ -218,9 +225,11 @@ def snapshot_state_ids(recovery_dir: Path | None) -> set[str]:
         except sqlite3.Error:
             continue
         for (step_id,) in rows:
-            # "{flow}.tiles_{state_id}_v{layout}"
+            # "{flow}.tiles_{state_id}_v{layout}" and "{flow}.kafka_in_{state_id}_v{layout}"
+            # (a view whose topic had no events yet has snapshots of its source only)
             name = str(step_id).rsplit(".", 1)[-1]
             suffix = f"_v{STATE_LAYOUT}"
-            if name.startswith("tiles_") and name.endswith(suffix):
-                found.add(name[len("tiles_") : -len(suffix)])
+            for prefix in ("tiles_", "kafka_in_"):
+                if name.startswith(prefix) and name.endswith(suffix):
+                    found.add(name[len(prefix) : -len(suffix)])
     return found

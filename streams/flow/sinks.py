@@ -16,7 +16,7 @@ from bytewax.outputs import (
     StatelessSinkPartition,
 )
 
-from featurestream.errors import OnlineStoreLost, OnlineStoreUnavailable
+from featurestream.errors import OnlineStoreFull, OnlineStoreLost, OnlineStoreUnavailable
 
 from ..core import ViewSpec
 from ..core.classify import Rejected
@@ -118,15 +118,25 @@ def write_items(
             started = time.perf_counter()
             result = store.write(updates, progress, project=project)
         except OnlineStoreUnavailable as exc:
+            full = isinstance(exc, OnlineStoreFull)
+            if full:
+                metrics.writes_refused_full += 1
             if time.monotonic() + backoff_s > deadline:
                 raise
-            log.warning("online write failed, retrying in %.2fs: %s", backoff_s, exc)
+            # A full store needs an operator: an error, not a warning (retried all the same).
+            log.log(
+                logging.ERROR if full else logging.WARNING,
+                "online write failed, retrying in %.2fs: %s",
+                backoff_s,
+                exc,
+            )
             metrics.write_retries += 1
             sleep(backoff_s)
             backoff_s = min(backoff_s * 2, 2.0)
             continue
         metrics.observe_write(result.fields, time.perf_counter() - started)
         if result.lost:
+            metrics.store_losses["restarted"] += 1
             if watch is not None:
                 watch.lost(result.lost)
             views = ", ".join(sorted(s.view for s in result.lost))
@@ -152,7 +162,7 @@ class _TilePartition(StatelessSinkPartition[SinkItem]):
         self._watch = watch
         self._batches = BatchProgress()
         if watch is not None:
-            watch.start(store)
+            watch.attach(store)
 
     def write_batch(self, items: list[SinkItem]) -> None:
         write_items(
@@ -166,8 +176,6 @@ class _TilePartition(StatelessSinkPartition[SinkItem]):
         )
 
     def close(self) -> None:
-        if self._watch is not None:
-            self._watch.stop()
         self._store.close()
 
 
@@ -182,8 +190,8 @@ class OnlineTileSink(DynamicSink[SinkItem]):
         retry_for_s: How long a failing write is retried before the flow stops (the
             snapshot is then not advanced past what the store holds).
         watch: The markers the store must hold; a write that does not find its view's
-            raises ``OnlineStoreLost``, and so does the flow's source once the watch's
-            thread finds one gone (None: no detection).
+            raises ``OnlineStoreLost``, and so does the flow's source once the watch finds
+            one gone (None: no detection).
     """
 
     def __init__(

@@ -8,6 +8,7 @@ exactly as an uninterrupted one.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -28,12 +29,17 @@ from .watch import MarkerWatch
 
 __all__ = ["KafkaEventSource", "PartitionResume", "topic_views"]
 
+log = logging.getLogger(__name__)
+
 # With --stop-at-end: a partition is finished after end-of-partition was reported,
-# nothing arrived for this long (the end offset some brokers report can lag) and the
-# broker, asked again, puts the end no further than what was read.
+# nothing arrived for this long and the last fetch puts the end no further than what
+# was read.
 _END_QUIET_S = 0.5
 # An idle partition is asked again after this long.
 _IDLE_POLL_S = 0.005
+# An idle partition compares its end (as fetches put it) with the offset read to this
+# often: one that ends before it was recreated (a broker that lost its data).
+_END_CHECK_S = 5.0
 
 
 @dataclass
@@ -71,6 +77,7 @@ class _Partition(StatefulSourcePartition[SourceBatch, PartitionResume]):
         self._batch_size = batch_size
         self._metrics = metrics
         self._awake: datetime | None = None
+        self._end_check = time.monotonic() + _END_CHECK_S
 
     def next_awake(self) -> datetime | None:
         return self._awake
@@ -99,7 +106,31 @@ class _Partition(StatefulSourcePartition[SourceBatch, PartitionResume]):
                 raise StopIteration
             reader.eof_at = None  # more to read: wait for the next end of the partition
         self._awake = None if anything else datetime.now(UTC) + timedelta(seconds=_IDLE_POLL_S)
+        if not anything and time.monotonic() >= self._end_check:
+            self._end_check = time.monotonic() + _END_CHECK_S
+            self._check_recreated()
         return []
+
+    def _check_recreated(self) -> None:
+        """A partition that ends before the offset read to lost what was read (the broker
+        lost its data and the topic was created again): what it holds now came after,
+        so it is read from its start, and said so. Without this check the engine would
+        wait for the old offsets and ignore every new event (a broker that answers a
+        fetch beyond the end with nothing, as the embedded one does, never resets it)."""
+        reader = self._reader
+        end = reader.fetched_end()
+        if self._offset < 0 or end is None or end >= self._offset:
+            return
+        log.warning(
+            "topic=%s partition=%d ends at offset %d, before offset %d this engine read to: "
+            "the topic was created again (its broker lost its data); reading it from its start",
+            reader.topic,
+            reader.partition,
+            end,
+            self._offset,
+        )
+        reader.seek(OFFSET_BEGINNING)
+        self._offset = OFFSET_BEGINNING
 
     def snapshot(self) -> PartitionResume:
         return PartitionResume(self._offset, self._classifier.snapshot())

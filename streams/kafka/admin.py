@@ -10,12 +10,21 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from featurestream.errors import BrokerUnavailable
+from featurestream.logs import kafka_client_log
 
 __all__ = ["check_broker", "create_topics", "holds", "partitions_of", "watermarks"]
 
 
 def _admin(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, "socket.timeout.ms": 2000})
+    # Admin calls raise with the reason; their clients' own lines and errors (served only
+    # when polled) take the process's rate-limited path like every client's.
+    return AdminClient(
+        {
+            "bootstrap.servers": bootstrap,
+            "socket.timeout.ms": 2000,
+            **kafka_client_log(bootstrap).settings(),
+        }
+    )
 
 
 def check_broker(bootstrap: str, timeout_s: float) -> None:
@@ -89,24 +98,50 @@ def watermarks(
     bootstrap: str, partitions: Sequence[tuple[str, int]], timeout_s: float = 10
 ) -> dict[tuple[str, int], tuple[int, int]]:
     """``(low, high)`` offsets of each ``(topic, partition)``: the first offset the broker
-    still holds and the offset after the last one, as the broker reports them now.
+    still holds and the offset after the last one.
+
+    The end is the one a fetch reports, not the broker's answer to a ListOffsets
+    request, which may lag it (the embedded broker answers one past the first offset
+    of its last batch): each partition is read from that answer to its end.
 
     Raises:
-        BrokerUnavailable: when the broker does not answer.
+        BrokerUnavailable: when the broker does not answer within ``timeout_s``.
     """
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "featurestream-admin", "log_level": 0}
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "featurestream-admin",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+            **kafka_client_log(bootstrap).settings(),
+        }
     )
     try:
-        out = {}
+        lows: dict[tuple[str, int], int] = {}
+        starts = []
         for topic, partition in partitions:
             low, high = consumer.get_watermark_offsets(
                 TopicPartition(topic, partition), timeout=timeout_s, cached=False
             )
-            out[topic, partition] = (int(low), int(high))
-        return out
+            lows[topic, partition] = int(low)
+            starts.append(TopicPartition(topic, partition, max(int(low), int(high))))
+        if not starts:
+            return {}
+        consumer.assign(starts)
+        ends: dict[tuple[str, int], int] = {}
+        deadline = time.monotonic() + timeout_s
+        while len(ends) < len(starts):
+            if time.monotonic() >= deadline:
+                missing = sorted(set(lows) - set(ends))
+                raise BrokerUnavailable(f"no end of {missing} from {bootstrap} in {timeout_s}s")
+            for msg in consumer.consume(1000, 0.2):
+                err = msg.error()
+                if err is not None and err.code() == KafkaError._PARTITION_EOF:
+                    ends[str(msg.topic()), int(msg.partition() or 0)] = int(msg.offset() or 0)
+        return {key: (lows[key], ends[key]) for key in lows}
     except KafkaException as exc:
         raise BrokerUnavailable(f"offsets at {bootstrap}: {exc}") from exc
     finally:
@@ -134,7 +169,7 @@ def holds(
             "enable.auto.commit": False,
             "enable.partition.eof": True,
             "auto.offset.reset": "error",
-            "log_level": 0,
+            **kafka_client_log(bootstrap).settings(),
         }
     )
     out: dict[tuple[str, int], bool] = {}

@@ -13,8 +13,10 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from featurestream.errors import BrokerUnavailable
+from featurestream.logs import kafka_client_log
 
 from ..core.classify import Rejected
+from .reader import RECONNECT_BACKOFF_MS
 
 __all__ = ["RejectedProducer", "rejected_headers"]
 
@@ -43,7 +45,10 @@ class RejectedProducer:
     """
 
     def __init__(self, config: dict[str, Any], topic: str) -> None:
-        self._producer = Producer({"log.connection.close": False, **config})
+        self._log = kafka_client_log(str(config.get("bootstrap.servers", "")))
+        self._producer = Producer(
+            {"reconnect.backoff.ms": RECONNECT_BACKOFF_MS, **self._log.settings(), **config}
+        )
         self._topic = topic
         self._sent = 0
         self._failed: list[str] = []
@@ -58,6 +63,8 @@ class RejectedProducer:
         Raises:
             BrokerUnavailable: when one is not delivered.
         """
+        with self._log.stale():  # served only now: what it saw while idle
+            self._producer.poll(0)
         for item in items:
             try:
                 self._producer.produce(
@@ -88,6 +95,8 @@ class RejectedProducer:
                 f"messages not delivered to {self._topic}: {remaining} pending, "
                 f"failures {self._failed[:3]}"
             )
+        if items:
+            self._log.reachable()
 
     def close(self) -> None:
         """Deliver what is pending."""

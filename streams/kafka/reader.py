@@ -3,7 +3,6 @@ the partition, and Kafka errors mapped to ours."""
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
@@ -17,12 +16,17 @@ from confluent_kafka import (
 )
 
 from featurestream.errors import BrokerUnavailable
+from featurestream.logs import kafka_client_log
 
 from ..core.classify import Message
 
-__all__ = ["OFFSET_BEGINNING", "PartitionReader", "produced_ms"]
+__all__ = ["OFFSET_BEGINNING", "RECONNECT_BACKOFF_MS", "PartitionReader", "produced_ms"]
 
-log = logging.getLogger(__name__)
+RECONNECT_BACKOFF_MS = 1000
+"""Wait before reconnecting to a broker that failed, for the engine's long-lived clients.
+With librdkafka's default (100 ms) each of them retried about ten times a second while
+the broker was down (a refused connect does not grow the wait); a second is soon enough
+to notice the broker is back."""
 
 
 def produced_ms(msg: Any) -> int | None:
@@ -54,14 +58,16 @@ class PartitionReader:
     ) -> None:
         self.topic = topic
         self.partition = partition
+        self._log = kafka_client_log(bootstrap_servers)
         self._consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap_servers,
                 "group.id": "featurestream-engine",  # offsets live in recovery snapshots
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
-                "log.connection.close": False,
                 "fetch.wait.max.ms": 10,
+                "reconnect.backoff.ms": RECONNECT_BACKOFF_MS,
+                **self._log.settings(),  # librdkafka's lines, rate-limited
                 # A resumed offset the partition no longer has (the broker was recreated,
                 # or retention deleted what was not read yet): read what it holds, from
                 # its start, rather than skip to its end.
@@ -84,14 +90,17 @@ class PartitionReader:
         except KafkaException as exc:
             raise BrokerUnavailable(f"consume {self.topic}/{self.partition}: {exc}") from exc
         out: list[Message] = []
+        answered = False
         for msg in messages:
             err = msg.error()
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
                     self.eof_at = self.eof_at or time.monotonic()
+                    answered = True
                     continue
                 if err.retriable() or err.code() == KafkaError._TRANSPORT:
-                    log.warning(
+                    self._log.warning(
+                        ("consume", self.topic, self.partition, err.code()),
                         "kafka topic=%s partition=%s: %s (retrying)",
                         self.topic,
                         self.partition,
@@ -100,23 +109,36 @@ class PartitionReader:
                     continue
                 raise BrokerUnavailable(f"consume {self.topic}/{self.partition}: {err}")
             self.eof_at = None
+            answered = True
             out.append((int(msg.offset() or 0), msg.value(), produced_ms(msg)))
+        if answered:
+            self._log.reachable()
         return out, bool(messages)
 
-    def at_end(self, next_offset: int, timeout_s: float = 5.0) -> bool:
-        """Whether ``next_offset`` is at (or past) the partition's end as the broker reports
-        it now (asked, not cached).
+    def fetched_end(self) -> int | None:
+        """The partition's end offset as the last fetch response put it (None: no fetch
+        answered yet).
 
-        Raises:
-            BrokerUnavailable: when the broker does not answer.
+        librdkafka fetches in the background, so this is at most a fetch cycle old.
+        Fetch responses carry the end exactly; a broker's answer to a ListOffsets
+        request may not (the embedded broker's is one past the first offset of its
+        last batch), so the end is never asked that way here.
         """
-        try:
-            _, high = self._consumer.get_watermark_offsets(
-                TopicPartition(self.topic, self.partition), timeout=timeout_s, cached=False
-            )
-        except KafkaException as exc:
-            raise BrokerUnavailable(f"end of {self.topic}/{self.partition}: {exc}") from exc
-        return bool(next_offset >= high)
+        _, high = self._consumer.get_watermark_offsets(
+            TopicPartition(self.topic, self.partition), cached=True
+        )
+        return None if high < 0 else int(high)
+
+    def seek(self, offset: int) -> None:
+        """Read from ``offset`` on."""
+        self._consumer.assign([TopicPartition(self.topic, self.partition, offset)])
+        self.eof_at = None
+
+    def at_end(self, next_offset: int) -> bool:
+        """Whether ``next_offset`` is at (or past) the partition's end as the last fetch
+        response put it (False before any fetch answered)."""
+        end = self.fetched_end()
+        return end is not None and next_offset >= end
 
     def close(self) -> None:
         """Leave the partition."""

@@ -19,6 +19,7 @@ from confluent_kafka import (
 from featurestream.clock import Clock, wall_clock_ms
 from featurestream.errors import BrokerUnavailable, ConfigError
 from featurestream.events import MAX_FUTURE_MS
+from featurestream.logs import kafka_client_log
 
 from ..core.classify import Message
 from .reader import produced_ms
@@ -78,7 +79,7 @@ def replay(
             "group.id": "featurestream-backfill",
             "enable.auto.commit": False,
             "enable.partition.eof": True,
-            "log_level": 0,
+            **kafka_client_log(bootstrap).settings(),
         }
     )
     try:

@@ -18,10 +18,12 @@ from .base import (
     FeastRow,
     FeastRowRead,
     FeastRows,
+    Marker,
     OnlineReader,
     OnlineStore,
     ProgressKey,
     Read,
+    StoreMark,
     StoreStats,
     TilesRead,
     ViewProgress,
@@ -29,6 +31,10 @@ from .base import (
     ViewRows,
     ViewState,
     WriteResult,
+    check_eviction,
+    evicted_since,
+    eviction_risk,
+    serves,
 )
 
 __all__ = [
@@ -37,10 +43,12 @@ __all__ = [
     "FeastRow",
     "FeastRowRead",
     "FeastRows",
+    "Marker",
     "OnlineReader",
     "OnlineStore",
     "ProgressKey",
     "Read",
+    "StoreMark",
     "StoreStats",
     "TilesRead",
     "ViewProgress",
@@ -48,8 +56,12 @@ __all__ = [
     "ViewRows",
     "ViewState",
     "WriteResult",
+    "check_eviction",
     "check_online_store",
     "connect_online_store",
+    "evicted_since",
+    "eviction_risk",
+    "serves",
 ]
 
 

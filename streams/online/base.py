@@ -20,9 +20,11 @@ tests of the code above the port). Every method raises
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from featurestream.errors import ConfigError
 
 from ..core import StoredTiles, TileUpdate, ViewSpec, read_view
 
@@ -32,10 +34,12 @@ __all__ = [
     "FeastRow",
     "FeastRowRead",
     "FeastRows",
+    "Marker",
     "OnlineReader",
     "OnlineStore",
     "ProgressKey",
     "Read",
+    "StoreMark",
     "StoreStats",
     "TilesRead",
     "ViewProgress",
@@ -43,6 +47,12 @@ __all__ = [
     "ViewRows",
     "ViewState",
     "WriteResult",
+    "check_eviction",
+    "evicted_since",
+    "eviction_risk",
+    "ready_answers",
+    "serves",
+    "stats_needed",
 ]
 
 READY = "ready"
@@ -161,8 +171,9 @@ class FeastRow:
 
 @dataclass(frozen=True, slots=True)
 class ViewReady:
-    """Read whether a stream view's tiles are complete, i.e. its marker is
-    :data:`READY` (answered by a bool)."""
+    """Read whether a stream view is served with the other reads of a fetch: its marker
+    is :data:`READY`, and the store dropped nothing since unless every entity read is
+    there (answered by a bool, see :func:`serves`)."""
 
     view: ViewSpec
 
@@ -186,13 +197,211 @@ class StoreStats:
         keys: Records it holds (entities' tiles and the engine's records).
         used_bytes: Memory it uses (None: not known).
         evicted_keys: Records it dropped to free memory since it started (None: not known).
-        eviction_policy: How it frees memory when full (None: not known).
+        eviction_policy: How it frees memory when full (None: not known; ``noeviction``:
+            it refuses writes instead).
+        max_bytes: The memory it may use (0: no limit; None: not known).
+        incarnation: Tells one run of the store from the next (a restarted server has a
+            new one; None: not known).
     """
 
     keys: int
     used_bytes: int | None = None
     evicted_keys: int | None = None
     eviction_policy: str | None = None
+    max_bytes: int | None = None
+    incarnation: str | None = None
+
+    @property
+    def evicting(self) -> bool:
+        """The store drops records when full (any policy but ``noeviction``; tile records
+        expire, so the ``volatile-*`` policies drop them too)."""
+        return self.eviction_policy not in (None, "noeviction")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreMark:
+    """What the store said of its evictions when a view's marker was set: a later count
+    above it means records, maybe the view's tiles, were dropped since.
+
+    Attributes:
+        incarnation: :attr:`StoreStats.incarnation` then.
+        evicted_keys: :attr:`StoreStats.evicted_keys` then.
+        evicting: The store's policy then dropped records when full.
+    """
+
+    incarnation: str | None
+    evicted_keys: int
+    evicting: bool
+
+    @classmethod
+    def of(cls, stats: StoreStats | None) -> StoreMark | None:
+        """The mark of ``stats`` (None: the store does not count evictions)."""
+        if stats is None or stats.evicted_keys is None:
+            return None
+        return cls(stats.incarnation, stats.evicted_keys, stats.evicting)
+
+    def text(self) -> str:
+        """The mark as text (``incarnation:evicted:evicting``)."""
+        return f"{self.incarnation or '-'}:{self.evicted_keys}:{int(self.evicting)}"
+
+    @classmethod
+    def parse(cls, text: str) -> StoreMark | None:
+        """The mark written by :meth:`text` (None for anything else)."""
+        incarnation, _, rest = text.rpartition(":")
+        incarnation, _, evicted = incarnation.rpartition(":")
+        if not evicted.isdigit() or rest not in ("0", "1"):
+            return None
+        return cls(None if incarnation == "-" else incarnation, int(evicted), rest == "1")
+
+
+@dataclass(frozen=True, slots=True)
+class Marker:
+    """A view's marker: :data:`READY` or :data:`BUILDING`, with the store's eviction
+    count when its tiles were complete (ready) or its rebuild started (building).
+
+    Attributes:
+        state: :data:`READY` or :data:`BUILDING`.
+        mark: The store's mark then (None: the store does not count evictions).
+    """
+
+    state: str
+    mark: StoreMark | None = None
+
+    @property
+    def ready(self) -> bool:
+        """The view's tiles were complete when the marker was set."""
+        return self.state == READY
+
+    def encode(self) -> str:
+        """The marker as stored (``state`` or ``state mark``)."""
+        return self.state if self.mark is None else f"{self.state} {self.mark.text()}"
+
+    @classmethod
+    def decode(cls, text: str) -> Marker:
+        """The marker stored as ``text`` (by :meth:`encode`)."""
+        state, _, mark = text.partition(" ")
+        return cls(state, StoreMark.parse(mark) if mark else None)
+
+
+def evicted_since(mark: StoreMark | None, stats: StoreStats | None) -> str | None:
+    """Why the store may have dropped records since ``mark`` (None: it did not).
+
+    A store that restarted (a new incarnation) counts from 0: records dropped before
+    its restart are not counted, so a mark taken under a dropping policy cannot be
+    trusted across one.
+    """
+    if stats is None or stats.evicted_keys is None:
+        return None
+    if mark is not None and mark.incarnation == stats.incarnation:
+        if stats.evicted_keys > mark.evicted_keys:
+            return (
+                f"it evicted {stats.evicted_keys - mark.evicted_keys} keys to free memory "
+                "since the tiles were complete"
+            )
+        return None
+    if stats.evicted_keys > 0:
+        return f"it evicted {stats.evicted_keys} keys to free memory"
+    if mark is not None and mark.evicting:
+        return (
+            "it restarted since the tiles were complete and evicted keys when full before: "
+            "what it dropped then is not counted"
+        )
+    return None
+
+
+def serves(marker: Marker | None, missing: bool, stats: Callable[[], StoreStats]) -> bool:
+    """Whether a read of a view is served: its tiles were complete when ``marker`` was
+    set, and none of the read's entities is missing from the store (``missing``), or the
+    store has dropped nothing since (``stats``, asked only then: it must answer after
+    the entities were read).
+
+    Evictions drop whole entity records, so an entity the store holds reads right
+    whatever else was evicted; one it does not hold is unknown (never written) or lost,
+    and only the store's eviction count since the marker tells which.
+    """
+    if marker is None or not marker.ready:
+        return False
+    return not missing or evicted_since(marker.mark, stats()) is None
+
+
+def ready_answers(
+    reads: Sequence[Read], answers: Sequence[Any], stats: StoreStats | None
+) -> list[StoredTiles | FeastRow | bool | None]:
+    """A reader's answers with each :class:`ViewReady`'s marker (or None) replaced by
+    whether the view is served (:func:`serves`), ``stats`` being the store's after the
+    reads (None when :func:`stats_needed` said no)."""
+    missing = _missing_views(reads, answers)
+    out: list[StoredTiles | FeastRow | bool | None] = []
+    for read, answer in zip(reads, answers, strict=True):
+        if isinstance(read, ViewReady):
+            key = (read.view.project, read.view.name)
+
+            def latest() -> StoreStats:
+                assert stats is not None, "stats_needed() said no"
+                return stats
+
+            out.append(serves(answer, key in missing, latest))
+        else:
+            out.append(answer)
+    return out
+
+
+def stats_needed(reads: Sequence[Read], answers: Sequence[Any]) -> bool:
+    """Whether :func:`ready_answers` needs the store's stats: a ready view of the reads
+    has an entity the store does not hold."""
+    missing = _missing_views(reads, answers)
+    return any(
+        isinstance(read, ViewReady)
+        and isinstance(answer, Marker)
+        and answer.ready
+        and (read.view.project, read.view.name) in missing
+        for read, answer in zip(reads, answers, strict=True)
+    )
+
+
+def _missing_views(reads: Sequence[Read], answers: Sequence[Any]) -> set[tuple[str, str]]:
+    return {
+        (read.view.project, read.view.name)
+        for read, answer in zip(reads, answers, strict=True)
+        if isinstance(read, TilesRead) and answer is None
+    }
+
+
+def eviction_risk(stats: StoreStats) -> str | None:
+    """Why the store may drop the engine's tiles when full (None: it refuses writes
+    instead, or has no memory limit and no dropping policy)."""
+    if not stats.evicting:
+        return None
+    limit = (
+        "no maxmemory limit yet (one set later makes it drop keys)"
+        if not stats.max_bytes
+        else f"maxmemory {stats.max_bytes} bytes"
+    )
+    return (
+        f"the online store evicts keys when full (maxmemory-policy {stats.eviction_policy}, "
+        f"{limit}), so it could drop tiles and reads of them would be wrong"
+    )
+
+
+def check_eviction(stats: StoreStats, *, allowed: bool) -> str | None:
+    """Refuse a store that may evict tiles (:func:`eviction_risk`) unless ``allowed``;
+    then return the warning to log (None: nothing to say).
+
+    Raises:
+        ConfigError: naming the policy and the fix.
+    """
+    risk = eviction_risk(stats)
+    if risk is None:
+        return None
+    if allowed:
+        return (
+            f"{risk}; allowed by FEATURESTREAM_ALLOW_EVICTING_STORE: evictions are detected, "
+            "the views answered as unavailable and their tiles restored"
+        )
+    raise ConfigError(
+        f"{risk}: set maxmemory-policy noeviction (a full store then refuses writes, which "
+        "are retried and reported), or FEATURESTREAM_ALLOW_EVICTING_STORE=true to run anyway"
+    )
 
 
 class OnlineStore(ABC):
@@ -232,12 +441,12 @@ class OnlineStore(ABC):
         in one round trip."""
 
     @abstractmethod
-    def markers(self, states: Sequence[ViewState]) -> list[str | None]:
-        """Each view's marker (:data:`READY`, :data:`BUILDING` or None), in one round trip."""
+    def markers(self, states: Sequence[ViewState]) -> list[Marker | None]:
+        """Each view's marker (None: none), in one round trip."""
 
     @abstractmethod
-    def set_marker(self, state: ViewState, value: str) -> None:
-        """Set the view's marker to ``value`` (:data:`READY` or :data:`BUILDING`)."""
+    def set_marker(self, state: ViewState, marker: Marker) -> None:
+        """Set the view's marker."""
 
     @abstractmethod
     def progress(self, state: ViewState) -> dict[ProgressKey, int]:
@@ -278,14 +487,14 @@ class OnlineStore(ABC):
         return self.markers([state])[0] is not None
 
     def read_views(self, requests: Sequence[tuple[ViewSpec, Sequence[str]]]) -> list[ViewRows]:
-        """:meth:`read_tiles` with each view's readiness (its marker is :data:`READY`).
+        """:meth:`read_tiles` with each view's readiness (see :func:`serves`).
 
         Backends answer both in one round trip; this default takes two.
         """
-        ready = self.markers([ViewState.of(view) for view, _ in requests])
+        markers = self.markers([ViewState.of(view) for view, _ in requests])
         return [
-            ViewRows(r == READY, rows)
-            for r, rows in zip(ready, self.read_tiles(requests), strict=True)
+            ViewRows(serves(m, any(r is None for r in rows), self.stats), rows)
+            for m, rows in zip(markers, self.read_tiles(requests), strict=True)
         ]
 
     def read(
@@ -297,7 +506,7 @@ class OnlineStore(ABC):
     ) -> list[list[tuple[dict[str, Any], int | None]]]:
         """Every aggregation of each view for each entity at ``read_time_ms``, with the
         entity's newest event time (None: none), in one round trip. With ``only_ready``,
-        a view whose tiles are not complete (see :data:`READY`) reads as missing values."""
+        a view whose tiles are not complete (see :func:`serves`) reads as missing values."""
         out: list[list[tuple[dict[str, Any], int | None]]] = []
         if only_ready:
             answers = self.read_views(requests)
@@ -324,7 +533,13 @@ class OnlineReader(ABC):
     async def fetch(self, reads: Sequence[Read]) -> list[StoredTiles | FeastRow | bool | None]:
         """The answer to every read, in order, in one round trip within the reader's
         deadline: :class:`StoredTiles` or None for a :class:`TilesRead`,
-        :class:`FeastRow` for a :class:`FeastRowRead`, a bool for a :class:`ViewReady`."""
+        :class:`FeastRow` for a :class:`FeastRowRead`, a bool for a :class:`ViewReady`
+        (:func:`serves`; a second round trip when a ready view has an entity the store
+        does not hold: see :func:`stats_needed`)."""
+
+    @abstractmethod
+    async def stats(self) -> StoreStats:
+        """What the store says of itself now."""
 
     @abstractmethod
     async def ping(self) -> None:

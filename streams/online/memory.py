@@ -8,8 +8,10 @@ test of an integration test; :mod:`streams.online.redis` is.
 
 Test affordances: :meth:`MemoryOnlineStore.fail_next` makes the next calls fail as
 an unavailable store would, :meth:`MemoryOnlineStore.lose_everything` empties it as
-a restarted server would, :meth:`MemoryOnlineStore.put_feast_row` stores a batch
-view's row as ``feast materialize`` would.
+a restarted server would, :meth:`MemoryOnlineStore.evict_tiles` drops the tiles as
+a full server with an evicting policy would (and counts them),
+:meth:`MemoryOnlineStore.put_feast_row` stores a batch view's row as
+``feast materialize`` would.
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ from featurestream.errors import OnlineStoreUnavailable
 
 from ..core import Partial, StoredTiles, TileUpdate, ViewSpec
 from .base import (
-    READY,
     FeastRow,
     FeastRowRead,
     FeastRows,
+    Marker,
     OnlineReader,
     OnlineStore,
     ProgressKey,
@@ -37,6 +39,8 @@ from .base import (
     ViewReady,
     ViewState,
     WriteResult,
+    ready_answers,
+    stats_needed,
 )
 
 __all__ = ["MemoryOnlineReader", "MemoryOnlineStore"]
@@ -61,7 +65,10 @@ class MemoryOnlineStore(OnlineStore):
     def __init__(self, clock: Clock = wall_clock_ms) -> None:
         self._clock = clock
         self._entities: dict[tuple[str, str, str], _Entity] = {}
-        self._markers: dict[ViewState, str] = {}
+        self._markers: dict[ViewState, str] = {}  # as encoded
+        self._incarnation = 1
+        self._evicted = 0
+        self.eviction_policy = "noeviction"
         self._progress: dict[ViewState, dict[ProgressKey, int]] = {}
         self._freshness: dict[str, dict[str, int]] = {}
         self._rows: dict[tuple[FeastRows, tuple[Any, ...]], FeastRow] = {}
@@ -79,6 +86,14 @@ class MemoryOnlineStore(OnlineStore):
         self._markers.clear()
         self._progress.clear()
         self._freshness.clear()
+        self._incarnation += 1
+        self._evicted = 0
+
+    def evict_tiles(self) -> None:
+        """Drop every entity's tiles to free memory, counting each as evicted (the
+        engine's records stay, as under a ``volatile-*`` policy: they do not expire)."""
+        self._evicted += len(self._entities)
+        self._entities.clear()
 
     def put_feast_row(
         self,
@@ -168,13 +183,17 @@ class MemoryOnlineStore(OnlineStore):
                 tiles[slot][index] = spec.aggregator.decode(raw)
         return StoredTiles(tiles, held.newest_event_ms)
 
-    def markers(self, states: Sequence[ViewState]) -> list[str | None]:
+    def markers(self, states: Sequence[ViewState]) -> list[Marker | None]:
         self._call()
-        return [self._markers.get(state) for state in states]
+        return [self._marker(state) for state in states]
 
-    def set_marker(self, state: ViewState, value: str) -> None:
+    def _marker(self, state: ViewState) -> Marker | None:
+        text = self._markers.get(state)
+        return None if text is None else Marker.decode(text)
+
+    def set_marker(self, state: ViewState, marker: Marker) -> None:
         self._call()
-        self._markers[state] = value
+        self._markers[state] = marker.encode()
 
     def progress(self, state: ViewState) -> dict[ProgressKey, int]:
         self._call()
@@ -197,7 +216,13 @@ class MemoryOnlineStore(OnlineStore):
 
     def stats(self) -> StoreStats:
         self._call()
-        return StoreStats(len(self._entities))
+        return StoreStats(
+            keys=len(self._entities),
+            evicted_keys=self._evicted,
+            eviction_policy=self.eviction_policy,
+            max_bytes=0,
+            incarnation=f"memory-{self._incarnation}",
+        )
 
     def reader(self) -> MemoryOnlineReader:
         """The asyncio half of the port, reading this store."""
@@ -206,16 +231,16 @@ class MemoryOnlineStore(OnlineStore):
     def answer(self, reads: Sequence[Read]) -> list[StoredTiles | FeastRow | bool | None]:
         """The answers to a reader's reads (see :class:`MemoryOnlineReader`)."""
         self._call()
-        out: list[StoredTiles | FeastRow | bool | None] = []
+        out: list[Any] = []
         for read in reads:
             if isinstance(read, ViewReady):
-                out.append(self._markers.get(ViewState.of(read.view)) == READY)
+                out.append(self._marker(ViewState.of(read.view)))
             elif isinstance(read, TilesRead):
                 out.append(self._stored(read.view, read.entity))
             elif isinstance(read, FeastRowRead):
                 empty = FeastRow((None,) * len(read.rows.features), None)
                 out.append(self._rows.get((read.rows, read.key_values), empty))
-        return out
+        return ready_answers(reads, out, self.stats() if stats_needed(reads, out) else None)
 
 
 class MemoryOnlineReader(OnlineReader):
@@ -229,6 +254,9 @@ class MemoryOnlineReader(OnlineReader):
 
     async def ping(self) -> None:
         self._store.ping()
+
+    async def stats(self) -> StoreStats:
+        return self._store.stats()
 
     async def close(self) -> None:
         """Nothing to release."""

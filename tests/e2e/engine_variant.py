@@ -5,6 +5,8 @@ Run as ``python -m tests.e2e.engine_variant run ...`` with ``FAULTS_VARIANT``:
 * ``no-dedupe``: the partition gate never reports a duplicate (resent events count twice).
 * ``no-produce-bound``: the watermark moves with event times alone (one producer clock
   that runs fast turns the next events of its partition late).
+* ``no-eviction-check``: the store's eviction count is not compared with the markers'
+  (keys Redis evicts to free memory go unnoticed).
 * ``forget-state``: tile state is not resumed after a crash while source offsets are
   (what a stateless restart with at-least-once offsets does): tiles restart from empty.
 """
@@ -41,6 +43,16 @@ elif variant == "no-produce-bound":
         return status
 
     gate.PartitionGate.admit = unbounded  # type: ignore[method-assign]
+elif variant == "no-eviction-check":
+    import featurestream_app.engine
+    import streams.flow.watch
+    from streams.online import base
+
+    def never(mark: Any, stats: Any) -> None:
+        return None
+
+    for module in (base, streams.flow.watch, featurestream_app.engine):
+        module.evicted_since = never  # type: ignore[attr-defined]
 elif variant == "forget-state":
     original_stateful_batch = op.stateful_batch
     run_id = uuid.uuid4().hex[:8]

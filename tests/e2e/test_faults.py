@@ -1,11 +1,14 @@
 """The fault suite: the whole path in containers while the engine is killed with
-SIGKILL at random points and Redis restarts empty, with 1% malformed (six kinds,
-plus huge messages and events from the future), 1% late and 2% duplicated events.
+SIGKILL at random points, Redis restarts empty and later evicts the tiles to free
+memory, and a window of the view is changed (applied, the engine restarted on it),
+with 1% malformed (six kinds, plus huge messages and events from the future), 1%
+late and 2% duplicated events, and producer clocks running 4.5 minutes fast.
 Online values, the offline log and the dead-letter topic are checked against an
-oracle computed from what the broker acknowledged.
+oracle computed from what the broker acknowledged (with the changed definition).
 
 Every protection has a negative control: the same scenario with duplicate detection
-off, or with tile state not resumed after a crash, must be caught.
+off, with tile state not resumed after a crash, with the watermark moved by event
+times alone, or with the store's evictions not looked at, must be caught.
 
 CI runs a short scenario; ``make soak`` runs a long one (``FAULTS_EVENTS``,
 ``FAULTS_KILLS``).
@@ -39,10 +42,17 @@ from streams.core.reference import classify_partition, view_values
 from streams.definitions import compile_registry
 from streams.offline.feast_store import log_root
 from streams.offline.log import read_view_log
-from streams.online import ProgressKey, ViewState, connect_online_store
+from streams.online import ProgressKey, ViewState, connect_online_store, evicted_since
 from streams.repo import apply_repo, open_store
 from tests.e2e.conftest import REDIS_IMAGE, kafka_container
-from tests.support import FEATURESTREAM, consume_all, copy_feature_repo, wait_until
+from tests.support import (
+    FEATURESTREAM,
+    consume_all,
+    copy_feature_repo,
+    evict_tiles,
+    run_cli,
+    wait_until,
+)
 
 EVENTS = int(os.environ.get("FAULTS_EVENTS", "3000"))
 KILLS = int(os.environ.get("FAULTS_KILLS", "3"))
@@ -56,6 +66,8 @@ class Stats:
 
     kills: int = 0
     redis_restarts: int = 0
+    evictions: int = 0
+    definition_changes: int = 0
     recovery_s: list[float] = field(default_factory=list)
     mismatches: list[Any] = field(default_factory=list)
     applied: int = 0
@@ -89,6 +101,21 @@ def redis_container() -> Iterator[tuple[DockerContainer, int]]:
     wait_until(lambda: _pong(port), 60, "redis container")
     yield container, port
     container.stop()
+
+
+def _change_window(repo: Path, env: dict[str, str]) -> Any:
+    """``clicks_last_5min`` counted over 10 minutes, applied (``featurestream apply``, in
+    a process of its own as a user runs it); the view's new spec."""
+    source = repo / "user_click_stats.py"
+    text = source.read_text()
+    old = 'time_window=timedelta(minutes=5),\n            name="clicks_last_5min"'
+    assert old in text
+    source.write_text(text.replace(old, old.replace("minutes=5", "minutes=10")))
+    run_cli("apply", env=env)
+    url = env["FEATURESTREAM_REDIS_URL"]
+    view = next(v for v in compile_registry(open_store(repo, url)) if v.name == "user_click_stats")
+    assert view.aggregations[0].window_ms == 600_000
+    return view
 
 
 def _pong(port: int) -> bool:
@@ -125,7 +152,19 @@ class Engine:
         return self.proc is not None and self.proc.poll() is None
 
 
-def _scenario(
+def _scenario(*args: Any, **kwargs: Any) -> Stats:
+    """:func:`_run_scenario`, and the engine killed whatever happens (a failing scenario
+    must not leave it running on the next one's Redis)."""
+    engines: list[Engine] = []
+    try:
+        return _run_scenario(*args, engines=engines, **kwargs)
+    finally:
+        for engine in engines:
+            if engine.alive():
+                engine.kill()
+
+
+def _run_scenario(
     kafka: str,
     redis_container: tuple[DockerContainer, int],
     tmp_path: Path,
@@ -135,6 +174,9 @@ def _scenario(
     variant: str = "",
     seed: int = 1,
     restart_redis: bool = True,
+    evict: bool = True,
+    change_definition: bool = True,
+    engines: list[Engine],
 ) -> Stats:
     rng = random.Random(seed)
     container, port = redis_container
@@ -159,6 +201,7 @@ def _scenario(
         },
         tmp_path / "engine.log",
     )
+    engines.append(engine)
     up = subprocess.run(
         [*FEATURESTREAM, "up"],
         env=engine.env,
@@ -206,6 +249,8 @@ def _scenario(
     chunks = max(kills + 2, 6)
     kill_after = set(rng.sample(range(chunks - 1), kills))
     restart_redis_after = chunks // 2
+    evict_after = restart_redis_after + 1
+    change_after = 0
     per_chunk = events // chunks
     for chunk in range(chunks):
         # Read before producing: a fast engine may claim the whole chunk before a read
@@ -323,6 +368,21 @@ def _scenario(
             wrapped.start()
             wait_until(lambda: _pong(port), 60, "redis after restart")
             stats.redis_restarts += 1
+        if evict and chunk == evict_after:
+            # Once the engine applied this chunk: then Redis drops every tile to free memory.
+            wait_until(lambda b=before: sum(progress_now().values()) > b, 120, "progress")
+            assert evict_tiles(f"redis://127.0.0.1:{port}") > 0
+            stats.evictions += 1
+        if change_definition and chunk == change_after:
+            # A window changes while the engine runs: applied, it is not served until an
+            # engine on it caught up; then that engine (restarted on it) serves it.
+            view = _change_window(repo, engine.env)
+            assert not tiles.has_marker(ViewState.of(view))
+            (rows,) = tiles.read([(view, ["1"])], now_ms, only_ready=True)
+            assert rows == [(dict.fromkeys(a.name for a in view.aggregations), None)]
+            engine.kill()
+            engine.start()
+            stats.definition_changes += 1
     assert not failed, failed[:3]
 
     # Wait until every acknowledged message is online, timing the recovery.
@@ -332,9 +392,18 @@ def _scenario(
         assert engine.alive(), (tmp_path / "engine.log").read_text()[-3000:]
         try:
             progress = tiles.progress(ViewState.of(view))
+            # and served: ready, with nothing evicted since (a restore may be due)
+            (marker,) = tiles.markers([ViewState.of(view)])
+            served = marker is not None and marker.ready
+            # (the control without the engine's eviction check never restores: its
+            # tiles are read as they are)
+            never_restores = variant == "no-eviction-check"
+            served = served and (
+                never_restores or evicted_since(marker.mark, tiles.stats()) is None
+            )
         except Exception:  # Redis restarting
             return False
-        return all(progress.get(k, 0) >= v for k, v in ends.items())
+        return served and all(progress.get(k, 0) >= v for k, v in ends.items())
 
     wait_until(caught_up, 300, "the engine to catch up")
 
@@ -405,6 +474,8 @@ def test_nothing_lost_or_double_counted_through_kills_and_a_redis_restart(
                 "events_applied": stats.applied,
                 "kills": stats.kills,
                 "redis_restarts": stats.redis_restarts,
+                "evictions": stats.evictions,
+                "definition_changes": stats.definition_changes,
                 "mismatches": len(stats.mismatches),
                 "offline_log_missing": stats.log_missing,
                 "offline_log_extra": stats.log_extra,
@@ -421,21 +492,25 @@ def test_nothing_lost_or_double_counted_through_kills_and_a_redis_restart(
         + "\n"
     )
     assert stats.kills == KILLS and stats.redis_restarts == 1
+    assert (stats.evictions, stats.definition_changes) == (1, 1)
     assert stats.applied > 0.9 * EVENTS
     assert stats.mismatches == []
     assert (stats.log_missing, stats.log_extra) == (0, 0)
     assert stats.dead_letters == stats.injected_bad and sum(stats.injected_bad.values()) > 0
 
 
-@pytest.mark.parametrize("variant", ["no-dedupe", "forget-state", "no-produce-bound"])
+@pytest.mark.parametrize(
+    "variant", ["no-dedupe", "forget-state", "no-produce-bound", "no-eviction-check"]
+)
 def test_negative_controls_are_caught(
     kafka: str,
     redis_container: tuple[DockerContainer, int],
     tmp_path: Path,
     variant: str,
 ) -> None:
-    # Without the Redis restart: its restore from the offline log would repair the
-    # forgotten state, hiding the protection under test.
+    # Without the Redis restart, the evictions (but for the eviction check's own control)
+    # and the definition change: their restores and rebuilds would repair the forgotten
+    # state, hiding the protection under test.
     stats = _scenario(
         kafka,
         redis_container,
@@ -445,5 +520,7 @@ def test_negative_controls_are_caught(
         variant=variant,
         seed=7,
         restart_redis=False,
+        evict=variant == "no-eviction-check",
+        change_definition=False,
     )
     assert stats.mismatches, f"{variant}: the suite did not notice"

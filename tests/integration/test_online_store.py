@@ -1,4 +1,5 @@
-"""The online-store suite against a real Redis (the local stack's, one database per test).
+"""The online-store suite against a real Redis (a private server: its evictions are
+made for real, by memory limits).
 
 The same suite runs against the port's in-memory store in
 ``tests/unit/test_online_store.py``.
@@ -6,29 +7,43 @@ The same suite runs against the port's in-memory store in
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 
-from featurestream.settings import Settings
 from featurestream_app.stack import free_port
 from streams.online import OnlineStore
 from streams.online.redis import RedisOnlineStore
 from tests.online_store_behaviour import OnlineStoreBehaviour
-from tests.support import wait_until
+from tests.support import redis_server, wait_until
 
 
 class TestRedisOnlineStore(OnlineStoreBehaviour):
+    @pytest.fixture(scope="class")
+    def redis_url(self, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+        port = free_port()
+        server = redis_server(port, Path(tmp_path_factory.mktemp("redis")) / "redis.log")
+        try:
+            yield f"redis://127.0.0.1:{port}/9"
+        finally:
+            server.stop()
+
     @pytest.fixture
-    def store(self, local_stack: Settings) -> Iterator[RedisOnlineStore]:
-        url = local_stack.online_redis_url.rsplit("/", 1)[0] + "/9"
-        redis.Redis.from_url(url).flushdb()
-        store = RedisOnlineStore(url, timeout_s=0.2)
+    def store(self, redis_url: str) -> Iterator[RedisOnlineStore]:
+        admin = redis.Redis.from_url(redis_url)
+        admin.flushall()
+        admin.config_set("maxmemory", 0)
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_resetstat()  # evictions of an earlier test are not this one's
+        store = RedisOnlineStore(redis_url, timeout_s=0.2)
         yield store
         store.close()
+        admin.close()
 
     @pytest.fixture
     def unavailable(self) -> RedisOnlineStore:
@@ -42,6 +57,18 @@ class TestRedisOnlineStore(OnlineStoreBehaviour):
     def lose_everything(self, store: OnlineStore) -> None:
         assert isinstance(store, RedisOnlineStore)
         store._client.flushdb()
+
+    def evict_tiles(self, store: OnlineStore) -> None:
+        assert isinstance(store, RedisOnlineStore)
+        admin = store._client
+        # Tile keys expire, the engine's records do not: a volatile policy at a limit
+        # below what Redis uses evicts the tiles only.
+        admin.config_set("maxmemory-policy", "volatile-random")
+        admin.config_set("maxmemory", 1)
+        with contextlib.suppress(redis.OutOfMemoryError):
+            admin.set("filler", "x")  # a write makes Redis evict (then refuses: full)
+        admin.config_set("maxmemory", 0)
+        admin.config_set("maxmemory-policy", "noeviction")
 
     def fail_for_a_moment(self, store: OnlineStore) -> None:
         assert isinstance(store, RedisOnlineStore)

@@ -12,7 +12,16 @@ from pathlib import Path
 from featurestream.settings import Settings
 from featurestream_app.stack import free_port
 from producers import ClickTraffic, EventProducer
-from tests.support import FEATURESTREAM, run_engine_to_end, wait_until
+from tests.support import FEATURESTREAM, run_engine_to_end, stack_env, wait_until
+
+
+def _worker(url: str) -> str | None:
+    """The worker that answered ``GET url`` (its pid opens the request id), None: none."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return str(response.headers["x-request-id"]).split("-")[0]
+    except OSError:
+        return None
 
 
 def _get(url: str) -> int:
@@ -79,3 +88,43 @@ def test_feature_server_answers_with_exact_windows(local_stack: Settings, repo: 
     assert values["clicks_last_5min"] == expected
     assert values["clicks_last_1h"] == expected
     assert all(s == "PRESENT" for s in answer["results"][1]["statuses"])
+
+
+def test_serve_says_where_it_listens_once_it_answers(
+    local_stack: Settings, repo: Path, tmp_path: Path
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "serve.stderr"
+    with open(log, "wb") as stderr:
+        server = subprocess.Popen(
+            [*FEATURESTREAM, "serve", "--port", str(port), "--workers", "2"],
+            env=stack_env(local_stack, repo),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,
+        )
+    workers: set[str] = set()
+
+    def both_workers_answered() -> bool:
+        worker = _worker(f"{url}/health")
+        workers.update([worker] if worker else [])
+        return len(workers) == 2
+
+    try:
+        wait_until(lambda: log.read_text() != "", 60, f"a first line (log: {log})")
+        assert log.read_text().splitlines()[0] == (
+            f"starting 2 workers on {url}: loading the feature registry"
+        )
+        wait_until(lambda: "listening on" in log.read_text(), 120, f"listening on (log: {log})")
+        # the line comes once the server answers: no retry here
+        assert _get(f"{url}/health") == 200
+        wait_until(both_workers_answered, 120, "both workers answering")
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+    lines = log.read_text().splitlines()
+    # one line for the server, not one per worker
+    assert [line for line in lines if "listening" in line] == [f"listening on {url} (2 workers)"], (
+        lines
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ def _events(raw: list[tuple[int, int, float, int, int]]) -> list[dict[str, Any]]
         event = first.setdefault(
             eid,
             {
-                "event_id": f"e{eid}",
+                "event_id": str(uuid.UUID(int=eid)),
                 "user_id": user,
                 "event_time": t,
                 "amount": amount,
@@ -143,9 +144,13 @@ def test_same_value(online: Any, offline: Any, same: bool) -> None:
     assert same_value(online, offline) is same
 
 
+def _id(i: int) -> str:
+    return str(uuid.UUID(int=i))
+
+
 def _purchase(i: int, **changes: Any) -> dict[str, Any]:
     row = {
-        "event_id": f"p{i}",
+        "event_id": _id(i),
         "user_id": i % 3,
         "item_id": 1 + i % 4,
         "amount": 10.0 + i,
@@ -279,7 +284,7 @@ def test_events_the_log_holds_are_left_out_and_still_count_in_the_tiles() -> Non
     history.known(VIEW, logged)  # the stream applied (and logged) it
     history.add("purchases", {**logged, "event_time": 105_000})  # its copy in the source
     history.add("purchases", _purchase(2, event_time=120_000))
-    assert [r["event_id"] for r in history.records(VIEW)] == ["p2"]
+    assert [r["event_id"] for r in history.records(VIEW)] == [_id(2)]
     assert history.stats.duplicates == 1
     tiles = history.tiles(VIEW)
     entity = str(logged["user_id"])

@@ -22,6 +22,7 @@ from featurestream.events import (
     AvroCodec,
     contract_for_topic,
     crc64_avro,
+    encode_single_object,
     load_contracts,
     parse_contract,
 )
@@ -70,17 +71,18 @@ def test_contract_fingerprints_are_distinct() -> None:
 _longs = st.integers(-(2**63), 2**63 - 1)
 _times = st.integers(0, 2**63 - 1)  # contract: epoch ms, >= 0
 _text = st.text(max_size=40)
+_ids = st.uuids().map(str)  # the contracts declare event_id a uuid; the dataclasses check it
 
 RECORDS: dict[str, st.SearchStrategy[Any]] = {
     "clicks": st.builds(
-        Click, event_id=_text, user_id=_longs, item_id=_longs, page=_text, event_time=_times
+        Click, event_id=_ids, user_id=_longs, item_id=_longs, page=_text, event_time=_times
     ),
     "impressions": st.builds(
-        Impression, event_id=_text, user_id=_longs, item_id=_longs, page=_text, event_time=_times
+        Impression, event_id=_ids, user_id=_longs, item_id=_longs, page=_text, event_time=_times
     ),
     "purchases": st.builds(
         Purchase,
-        event_id=_text,
+        event_id=_ids,
         user_id=_longs,
         item_id=_longs,
         amount=st.floats(min_value=0.0, allow_infinity=False, allow_nan=False),
@@ -109,6 +111,15 @@ def test_single_object_round_trip(topic: str, data: st.DataObject) -> None:
     schemaless_writer(body, contract_for_topic(topic).parsed, record)
     assert encoded[10:] == body.getvalue()
     assert CODEC.decode(topic, encoded) == record
+
+
+@PROPERTY
+@given(event_id=_text)
+def test_the_codec_carries_any_event_id_text(event_id: str) -> None:
+    # Ids are judged by the contract (producers) and the engine's classification, not by
+    # the codec: what was written is what is read.
+    record = {**CLICK, "event_id": event_id}
+    assert CODEC.decode("clicks", CODEC.encode("clicks", record)) == record
 
 
 class FakeLookup:
@@ -348,6 +359,8 @@ def test_encode_missing_field_on_the_fastavro_path_is_missing_field() -> None:
         ("page", 42),
         ("page", b"home"),
         ("event_time", "2024-01-01"),
+        ("event_time", 1_700_000_000_000.0),
+        ("event_time", 1_700_000_000.5),
     ],
 )
 def test_encode_wrong_type_is_schema_mismatch(field: str, value: Any) -> None:
@@ -369,3 +382,25 @@ def test_single_object_body_equals_fastavro_on_the_fastavro_path() -> None:
     schemaless_writer(body, parse_schema(_UNION_SCHEMA), record)
     encoded = AvroCodec((contract,)).encode("visits", record)
     assert encoded == SINGLE_OBJECT_MAGIC + contract.fingerprint + body.getvalue()
+
+
+def test_a_float_event_time_cannot_be_read_as_an_event() -> None:
+    # Bytes written with a schema whose event_time is a double (a producer that is not
+    # ours) do not resolve to the contract's long: a dead letter, never a rounded time.
+    doubled = {
+        **contract_for_topic("clicks").schema_json,
+        "fields": [
+            {"name": "event_time", "type": "double"} if f["name"] == "event_time" else f
+            for f in contract_for_topic("clicks").schema_json["fields"]
+        ],
+    }
+    writer = parse_contract(doubled)
+    data = encode_single_object(writer, {**CLICK, "event_time": 1_700_000_000_000.5})
+    codec = AvroCodec(load_contracts())
+    with pytest.raises(DecodeError) as unknown:
+        codec.decode("clicks", data)
+    assert unknown.value.kind == "unknown_schema"
+    codec.add_writer_schema(doubled)  # even when the writer schema is known
+    with pytest.raises(DecodeError) as info:
+        codec.decode("clicks", data)
+    assert info.value.kind == "schema_mismatch"

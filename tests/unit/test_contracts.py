@@ -86,7 +86,40 @@ def test_loaded_contract_is_the_file(filename: str) -> None:
     assert contract.schema_json == schema
     assert contract.field_names == tuple(f["name"] for f in schema["fields"])
     assert contract.key_field == schema["featurestream.key"]
+    assert contract.uuid_fields == tuple(
+        f["name"]
+        for f in schema["fields"]
+        if isinstance(f["type"], dict) and f["type"].get("logicalType") == "uuid"
+    )
     assert contract == parse_contract(copy.deepcopy(schema))
+
+
+@pytest.mark.parametrize("filename", sorted(SCHEMAS))
+def test_every_event_id_is_declared_a_uuid(filename: str) -> None:
+    # The engine and the producers refuse ids that are not UUIDs because the files say so.
+    (event_id,) = [f for f in SCHEMAS[filename]["fields"] if f["name"] == "event_id"]
+    assert event_id["type"] == {"type": "string", "logicalType": "uuid"}
+
+
+def test_a_uuid_field_holds_a_uuid() -> None:
+    contract = contract_for_topic("clicks")
+    ok = {"event_id": "2c1f5a0e-7e0b-4a53-9c1a-3b7d8f1e2a44"}
+    assert contract.invalid_uuid(ok) is None
+    assert contract.invalid_uuid({}) is None  # absent: encoding reports the missing field
+    assert contract.invalid_uuid({"event_id": ""}) == (
+        "event_id='' is not a UUID: the clicks schema declares event_id a uuid; give every "
+        "event its own (e.g. str(uuid.uuid4()))"
+    )
+    plain = parse_contract(
+        _with(
+            fields=[
+                {"name": "event_id", "type": "string"} if f["name"] == "event_id" else f
+                for f in SCHEMAS["click.avsc"]["fields"]
+            ]
+        )
+    )
+    assert plain.uuid_fields == ()
+    assert plain.invalid_uuid({"event_id": "e1"}) is None
 
 
 def _without(attribute: str) -> dict[str, Any]:

@@ -44,3 +44,7 @@ class TestMemoryOnlineStore(OnlineStoreBehaviour):
     def lose_everything(self, store: OnlineStore) -> None:
         assert isinstance(store, MemoryOnlineStore)
         store.lose_everything()
+
+    def evict_tiles(self, store: OnlineStore) -> None:
+        assert isinstance(store, MemoryOnlineStore)
+        store.evict_tiles()

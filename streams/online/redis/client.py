@@ -9,21 +9,26 @@ connection strings.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 import redis
 from redis.connection import parse_url
 
-from featurestream.errors import ConfigError, OnlineStoreUnavailable
+from featurestream.errors import ConfigError, OnlineStoreFull, OnlineStoreUnavailable
+
+from ..base import StoreStats
 
 __all__ = [
     "REDIS_ERRORS",
+    "STATS_COMMANDS",
     "RedisAddress",
     "check",
     "connect",
     "parse",
+    "stats_of",
     "translated",
     "unavailable",
 ]
@@ -119,6 +124,11 @@ def connect(url: str, *, timeout_s: float = 5.0) -> redis.Redis:
 def unavailable(where: str, what: str, exc: BaseException) -> OnlineStoreUnavailable:
     """The error of the tree for a Redis failure: what failed, where, and why."""
     detail = str(exc) or type(exc).__name__
+    if isinstance(exc, redis.exceptions.OutOfMemoryError):
+        return OnlineStoreFull(
+            f"Redis at {where}: {what} refused: it is out of memory (maxmemory reached, "
+            f"{detail}); give it more memory (maxmemory) or fewer keys"
+        )
     return OnlineStoreUnavailable(f"Redis at {where}: {what} failed: {detail}")
 
 
@@ -129,6 +139,46 @@ def translated(where: str, what: str) -> Iterator[None]:
         yield
     except REDIS_ERRORS as exc:
         raise unavailable(where, what, exc) from exc
+
+
+STATS_COMMANDS: tuple[tuple[str, ...], ...] = (
+    ("DBSIZE",),
+    ("INFO", "server"),
+    ("INFO", "memory"),
+    ("INFO", "stats"),
+)
+"""What :func:`stats_of` reads (one command per INFO section: older servers take one)."""
+
+
+def _info(reply: Any) -> dict[str, str]:
+    if isinstance(reply, dict):  # redis-py parses INFO replies
+        return {str(k): str(v) for k, v in reply.items()}
+    text = reply.decode() if isinstance(reply, bytes) else str(reply)
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition(":")
+        if sep and not line.startswith("#"):
+            out[name] = value.strip()
+    return out
+
+
+def stats_of(replies: Sequence[Any]) -> StoreStats:
+    """The store's stats from the replies to :data:`STATS_COMMANDS`."""
+    keys, server, memory, counters = replies
+    info = {**_info(server), **_info(memory), **_info(counters)}
+
+    def number(name: str) -> int | None:
+        value = info.get(name)
+        return int(value) if value is not None and value.lstrip("-").isdigit() else None
+
+    return StoreStats(
+        keys=int(keys),
+        used_bytes=number("used_memory"),
+        evicted_keys=number("evicted_keys"),
+        eviction_policy=info.get("maxmemory_policy") or None,
+        max_bytes=number("maxmemory"),
+        incarnation=info.get("run_id") or None,
+    )
 
 
 def check(url: str, timeout_s: float) -> None:

@@ -18,7 +18,16 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.value_type import ValueType
 
 from ...core import StoredTiles
-from ..base import READY, FeastRow, FeastRowRead, FeastRows, Read, TilesRead, ViewReady, ViewState
+from ..base import (
+    FeastRow,
+    FeastRowRead,
+    FeastRows,
+    Marker,
+    Read,
+    TilesRead,
+    ViewReady,
+    ViewState,
+)
 from .layout import decode_tiles, marker_key, tile_key
 
 __all__ = ["Command", "commands_for", "decode_replies", "feast_fields", "feast_key"]
@@ -65,7 +74,9 @@ def feast_fields(view: str, features: tuple[str, ...]) -> tuple[bytes | str, ...
     return (*(_mmh3(f"{view}:{name}") for name in features), f"_ts:{view}")
 
 
-_READY = READY.encode()
+@functools.lru_cache(maxsize=1024)
+def _marker(reply: bytes) -> Marker:
+    return Marker.decode(reply.decode())
 
 
 def _command(read: Read) -> Command:
@@ -95,13 +106,14 @@ def commands_for(reads: Sequence[Read]) -> list[Command]:
 
 def decode_replies(
     reads: Sequence[Read], replies: Sequence[Any]
-) -> list[StoredTiles | FeastRow | bool | None]:
-    """The port's answers from the replies to :func:`commands_for` (HGETALL replies as
-    dicts)."""
-    out: list[StoredTiles | FeastRow | bool | None] = []
+) -> list[StoredTiles | FeastRow | Marker | None]:
+    """The answers to the replies to :func:`commands_for` (HGETALL replies as dicts): a
+    view's marker (or None) for a :class:`ViewReady`, which
+    :func:`~streams.online.base.ready_answers` turns into the port's bool."""
+    out: list[StoredTiles | FeastRow | Marker | None] = []
     for read, reply in zip(reads, replies, strict=True):
         if isinstance(read, ViewReady):
-            out.append(reply == _READY)
+            out.append(None if reply is None else _marker(reply))
         elif isinstance(read, FeastRowRead):
             out.append(FeastRow(tuple(reply[:-1]), reply[-1]))
         else:

@@ -10,7 +10,8 @@ Tiles (one hash per view and entity, read in one round trip):
 Engine records, per view definition (``{view}:{state_id}``):
 ``fst:{project}:_progress:{view}:{state_id}`` (hash ``{topic}:{partition}`` -> next
 offset) and ``fst:{project}:_online:{view}:{state_id}`` (the view's marker: ``ready``
-or ``building``); per project ``fst:{project}:_written`` (hash ``{view}`` ->
+or ``building``, then Redis's eviction count when it was set, see
+:class:`~streams.online.base.Marker`); per project ``fst:{project}:_written`` (hash ``{view}`` ->
 wall-clock ms of the last write).
 
 Batch views are in Feast's own Redis layout (:mod:`.feast_layout`). Nothing here

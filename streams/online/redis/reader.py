@@ -17,12 +17,16 @@ in one round trip without retries, bounded by an ``asyncio.timeout`` of
 ``timeout_ms``: a slow or absent Redis fails the request fast instead of queueing
 it, and the next request opens a fresh connection, so the server recovers by itself
 when Redis is back.
+
+A view's readiness is its marker, and, when an entity of the lookup is missing, Redis's
+eviction count since the marker (:func:`~streams.online.base.serves`): one more round
+trip, only then.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -36,8 +40,8 @@ from redis.retry import Retry
 from featurestream.errors import ConfigError, InvalidRequest, OnlineStoreUnavailable
 
 from ...core import StoredTiles
-from ..base import FeastRow, OnlineReader, Read
-from .client import REDIS_ERRORS, parse
+from ..base import FeastRow, OnlineReader, Read, StoreStats, ready_answers, stats_needed
+from .client import REDIS_ERRORS, STATS_COMMANDS, parse, stats_of
 from .feast_layout import Command, commands_for, decode_replies
 from .resp import RespConnection, RespError
 
@@ -82,6 +86,16 @@ class _Deadline:
             raise ConfigError(f"invalid Redis URL {self.where!r}: {exc}") from exc
 
 
+async def _answers(
+    reads: Sequence[Read],
+    execute: Callable[[Sequence[Command]], Awaitable[list[Any]]],
+    stats: Callable[[], Awaitable[StoreStats]],
+) -> list[Answer]:
+    answers = decode_replies(reads, await execute(_commands(reads)))
+    latest = await stats() if stats_needed(reads, answers) else None
+    return ready_answers(reads, answers, latest)
+
+
 class _PipelineReader(OnlineReader):
     """A reader that sends a lookup's commands as one redis-py pipeline (:meth:`_run`)."""
 
@@ -89,10 +103,13 @@ class _PipelineReader(OnlineReader):
         raise NotImplementedError
 
     async def fetch(self, reads: Sequence[Read]) -> list[Answer]:
-        return decode_replies(reads, await self._run(_commands(reads)))
+        return await _answers(reads, self._run, self.stats)
 
     async def ping(self) -> None:
         await self._run([("PING",)])
+
+    async def stats(self) -> StoreStats:
+        return stats_of(await self._run(STATS_COMMANDS))
 
 
 class AsyncRedisReader(_PipelineReader):
@@ -215,7 +232,10 @@ class PipelinedRedisReader(OnlineReader):
         return replies
 
     async def fetch(self, reads: Sequence[Read]) -> list[Answer]:
-        return decode_replies(reads, await self.execute(_commands(reads)))
+        return await _answers(reads, self.execute, self.stats)
+
+    async def stats(self) -> StoreStats:
+        return stats_of(await self.execute(STATS_COMMANDS))
 
     async def ping(self) -> None:
         (reply,) = await self.execute([("PING",)])

@@ -17,7 +17,7 @@ from featurestream.clock import Clock, wall_clock_ms
 
 from ...core import StoredTiles, TileUpdate, ViewSpec
 from ..base import (
-    READY,
+    Marker,
     OnlineStore,
     ProgressKey,
     StoreStats,
@@ -25,9 +25,10 @@ from ..base import (
     ViewRows,
     ViewState,
     WriteResult,
+    serves,
 )
+from .client import STATS_COMMANDS, parse, stats_of, translated
 from .client import connect as connect_client
-from .client import parse, translated
 from .layout import (
     LAST_EVENT_FIELD,
     decode_tiles,
@@ -206,22 +207,25 @@ class RedisOnlineStore(OnlineStore):
         out: list[ViewRows] = []
         pos = 0
         for view, entities in requests:
-            ready = raw[pos] == READY.encode()
+            marker = None if raw[pos] is None else Marker.decode(raw[pos].decode())
             rows = raw[pos + 1 : pos + 1 + len(entities)]
             pos += 1 + len(entities)
-            out.append(ViewRows(ready, [decode_tiles(view, f) if f else None for f in rows]))
+            found = [decode_tiles(view, f) if f else None for f in rows]
+            # the stats after the rows: asked only for a ready view with an entity missing
+            ready = serves(marker, any(f is None for f in found), self.stats)
+            out.append(ViewRows(ready, found))
         return out
 
-    def markers(self, states: Sequence[ViewState]) -> list[str | None]:
+    def markers(self, states: Sequence[ViewState]) -> list[Marker | None]:
         if not states:
             return []
         with translated(self._where, "MGET"):
             raw: list[bytes | None] = self._client.mget([marker_key(s) for s in states])  # type: ignore[assignment]
-        return [None if value is None else value.decode() for value in raw]
+        return [None if value is None else Marker.decode(value.decode()) for value in raw]
 
-    def set_marker(self, state: ViewState, value: str) -> None:
+    def set_marker(self, state: ViewState, marker: Marker) -> None:
         with translated(self._where, "SET"):
-            self._client.set(marker_key(state), value.encode())
+            self._client.set(marker_key(state), marker.encode().encode())
 
     def progress(self, state: ViewState) -> dict[ProgressKey, int]:
         with translated(self._where, "HGETALL"):
@@ -249,15 +253,10 @@ class RedisOnlineStore(OnlineStore):
 
     def stats(self) -> StoreStats:
         with translated(self._where, "INFO"):
-            keys = int(self._client.dbsize())  # type: ignore[arg-type]
-            memory: dict[str, Any] = self._client.info("memory")  # type: ignore[assignment]
-            counters: dict[str, Any] = self._client.info("stats")  # type: ignore[assignment]
-        return StoreStats(
-            keys,
-            int(memory["used_memory"]),
-            int(counters.get("evicted_keys", 0)),
-            str(memory.get("maxmemory_policy", "")) or None,
-        )
+            pipe = self._client.pipeline(transaction=False)
+            for command in STATS_COMMANDS:
+                pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+            return stats_of(pipe.execute())
 
     def close(self) -> None:
         self._client.close()

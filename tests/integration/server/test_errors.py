@@ -183,6 +183,11 @@ def test_health_ready_features_and_metrics(served: Served) -> None:
     assert metric(text, "featurestream_serving_errors_total", code="not_found") == missing + 1
     assert metric(text, "featurestream_serving_request_duration_seconds_count", path=path) >= ok + 4
     assert metric(text, "featurestream_serving_in_flight") == 0.0
+    # the online store's own figures, read at the scrape
+    assert metric(text, "featurestream_online_store_used_bytes") > 0
+    assert metric(text, "featurestream_online_store_keys") > 0
+    assert "featurestream_online_store_evicted_keys " in text
+    assert metric(text, "featurestream_online_store_evicting", policy="noeviction") == 0.0
     assert (
         'featurestream_serving_request_duration_seconds_bucket{le="0.005",path="/get-online-features"}'
         in text

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,7 @@ import redis
 
 from featurestream_app.stack import free_port
 from streams.definitions import compile_registry
-from streams.online import READY, ViewState
+from streams.online import READY, Marker, ViewState
 from streams.online.redis import RedisOnlineStore
 from streams.online.redis.reader import PipelinedRedisReader
 from streams.repo import apply_repo, open_store
@@ -71,7 +71,7 @@ def test_redis_outages_fail_fast_and_recover(
         )
     # as an engine that built the view leaves it
     view = next(v for v in compile_registry(open_store(repo, url)) if v.name == "user_click_stats")
-    RedisOnlineStore(url).set_marker(ViewState.of(view), READY)
+    RedisOnlineStore(url).set_marker(ViewState.of(view), Marker(READY))
 
     def stamps(users: list[int], *, patient: bool = False) -> list[str]:
         deadline = time.monotonic() + 10
@@ -131,44 +131,42 @@ def test_redis_outages_fail_fast_and_recover(
 
 
 def test_more_lookups_in_flight_than_allowed_are_503(
-    outage: tuple[str, Path, int, Background],
+    outage: tuple[str, Path, int, Background], tmp_path: Path
 ) -> None:
-    base = outage[0]
-    host, port = base.removeprefix("http://").split(":")
-    # two clients that never finish their body hold the two slots
-    slow = []
-    for _ in range(2):
-        s = socket.create_connection((host, int(port)))
-        s.sendall(
-            b"POST /get-online-features HTTP/1.1\r\nHost: x\r\n"
-            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
-        )
-        slow.append(s)
-    try:
-        wait_until(
-            lambda: metric(call(base, "/metrics").body, "featurestream_serving_in_flight") == 2.0,
-            10,
-            "two lookups in flight",
-        )
-        answer = lookup(
-            base, {"features": ["user_click_stats:clicks_last_1h"], "entities": {"user_id": [1]}}
-        )
-        expect_error(answer, 503, "overloaded", "max_in_flight=2")
-        assert answer.headers["retry-after"] == "1"
-    finally:
-        for s in slow:
-            s.close()
-    wait_until(
-        lambda: (
-            lookup(
-                base,
-                {"features": ["user_click_stats:clicks_last_1h"], "entities": {"user_id": [1]}},
-            ).status
-            == 200
-        ),
-        10,
-        "slots freed",
+    _, repo, redis_port, private = outage
+    # Lookups waiting on a hung Redis hold the two slots (a slow body holds none:
+    # test_slow_clients.py); a server of its own waits for Redis long enough.
+    server, base = fast_server(
+        tmp_path,
+        repo,
+        f"redis://127.0.0.1:{redis_port}/0",
+        settings={"max_in_flight": 2, "redis_timeout_ms": 30_000},
     )
+    body = {"features": ["user_click_stats:clicks_last_1h"], "entities": {"user_id": [1]}}
+    try:
+        server.wait_http(f"{base}/ready")
+        os.kill(private.proc.pid, signal.SIGSTOP)
+        try:
+            with ThreadPoolExecutor(2) as pool:
+                waiting = [pool.submit(lookup, base, body, timeout=60) for _ in range(2)]
+                wait_until(
+                    lambda: (
+                        metric(call(base, "/metrics").body, "featurestream_serving_in_flight")
+                        == 2.0
+                    ),
+                    10,
+                    "two lookups in flight",
+                )
+                answer = lookup(base, body)
+                expect_error(answer, 503, "overloaded", "max_in_flight=2")
+                assert answer.headers["retry-after"] == "1"
+                os.kill(private.proc.pid, signal.SIGCONT)
+                assert [w.result().status for w in waiting] == [200, 200]
+        finally:
+            os.kill(private.proc.pid, signal.SIGCONT)
+        assert lookup(base, body).status == 200  # the slots are free again
+    finally:
+        server.stop()
 
 
 def test_a_changed_registry_is_served_without_restart(
@@ -190,6 +188,6 @@ def test_a_changed_registry_is_served_without_restart(
     # no engine has built the view in this store: no value yet, not a 0
     assert columns(lookup(base, body).body)["clicks_last_1h"]["statuses"] == ["NOT_FOUND"]
     view = next(v for v in compile_registry(open_store(repo, url)) if v.name == "user_click_stats")
-    RedisOnlineStore(url).set_marker(ViewState.of(view), READY)  # as its engine leaves it
+    RedisOnlineStore(url).set_marker(ViewState.of(view), Marker(READY))  # as its engine leaves it
     assert columns(lookup(base, body).body)["clicks_last_1h"]["values"] == [0]
     assert call(base, "/ready").body["registry"] != before
