@@ -65,6 +65,13 @@ class Settings(BaseSettings):
         description="How often a running engine checks that the online store still holds "
         "its views' markers (a store restarted empty is noticed within this, writes or not).",
     )
+    partition_end_check_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often an idle partition compares its end with the offset the "
+        "engine read to (one that ends before it was created again: its broker lost its "
+        "data, and it is read again from its start).",
+    )
     allow_evicting_store: bool = Field(
         default=False,
         description="Run the engine and the feature server on a Redis whose "

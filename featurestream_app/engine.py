@@ -152,6 +152,7 @@ class EngineRun:
             offline_log=self.offline_root,
             stop_at_end=self.stop_at_end,
             dedupe_horizon_ms=settings.dedupe_horizon_ms,
+            end_check_s=settings.partition_end_check_s,
             process_index=index,
             process_count=count,
         )

@@ -52,6 +52,8 @@ class RunConfig:
             runs and tests) instead of tailing forever.
         write_retry_s: How long failing online writes are retried before stopping.
         dedupe_horizon_ms: Duplicate-detection horizon; None = the allowed lateness.
+        end_check_s: How often an idle source partition checks whether its topic was
+            created again (it ends before the offset read to).
         process_index: This engine process, of ``process_count``: it reads the source
             partitions ``p % process_count == process_index``. Events are keyed by
             their entity, so processes share no entity and no partition.
@@ -65,6 +67,7 @@ class RunConfig:
     stop_at_end: bool = False
     write_retry_s: float = 60.0
     dedupe_horizon_ms: int | None = None
+    end_check_s: float = 5.0
     process_index: int = 0
     process_count: int = 1
 
@@ -101,6 +104,7 @@ def kafka_flow(
             codec,
             horizon_ms=config.dedupe_horizon_ms,
             stop_at_end=config.stop_at_end,
+            end_check_s=config.end_check_s,
             metrics=metrics,
             process=(config.process_index, config.process_count),
             watch=watch,

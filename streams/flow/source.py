@@ -37,9 +37,6 @@ log = logging.getLogger(__name__)
 _END_QUIET_S = 0.5
 # An idle partition is asked again after this long.
 _IDLE_POLL_S = 0.005
-# An idle partition compares its end (as fetches put it) with the offset read to this
-# often: one that ends before it was recreated (a broker that lost its data).
-_END_CHECK_S = 5.0
 
 
 @dataclass
@@ -68,8 +65,10 @@ class _Partition(StatefulSourcePartition[SourceBatch, PartitionResume]):
         batch_size: int,
         metrics: FlowMetrics,
         watch: MarkerWatch | None,
+        end_check_s: float,
     ) -> None:
         self._watch = watch
+        self._end_check_s = end_check_s
         self._reader = reader
         self._classifier = classifier
         self._offset = offset
@@ -77,7 +76,7 @@ class _Partition(StatefulSourcePartition[SourceBatch, PartitionResume]):
         self._batch_size = batch_size
         self._metrics = metrics
         self._awake: datetime | None = None
-        self._end_check = time.monotonic() + _END_CHECK_S
+        self._end_check = time.monotonic() + end_check_s
 
     def next_awake(self) -> datetime | None:
         return self._awake
@@ -107,7 +106,7 @@ class _Partition(StatefulSourcePartition[SourceBatch, PartitionResume]):
             reader.eof_at = None  # more to read: wait for the next end of the partition
         self._awake = None if anything else datetime.now(UTC) + timedelta(seconds=_IDLE_POLL_S)
         if not anything and time.monotonic() >= self._end_check:
-            self._end_check = time.monotonic() + _END_CHECK_S
+            self._end_check = time.monotonic() + self._end_check_s
             self._check_recreated()
         return []
 
@@ -153,6 +152,9 @@ class KafkaEventSource(FixedPartitionedSource[SourceBatch, PartitionResume]):
         process: ``(index, count)``: this process reads the partitions ``p`` with
             ``p % count == index`` (one engine process per share of the partitions).
         watch: Stops the flow when the online store lost the view's tiles.
+        end_check_s: An idle partition compares its end (as fetches put it) with the
+            offset read to this often: one that ends before it was created again (a
+            broker that lost its data) and is read from its start.
     """
 
     def __init__(
@@ -168,7 +170,9 @@ class KafkaEventSource(FixedPartitionedSource[SourceBatch, PartitionResume]):
         metrics: FlowMetrics | None = None,
         process: tuple[int, int] = (0, 1),
         watch: MarkerWatch | None = None,
+        end_check_s: float = 5.0,
     ) -> None:
+        self._end_check_s = end_check_s
         self._metrics = metrics or FlowMetrics()
         self._bootstrap = bootstrap_servers
         self._views = topic_views([view])
@@ -216,4 +220,5 @@ class KafkaEventSource(FixedPartitionedSource[SourceBatch, PartitionResume]):
             self._batch_size,
             self._metrics,
             self._watch,
+            self._end_check_s,
         )

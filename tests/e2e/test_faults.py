@@ -425,8 +425,9 @@ def _run_scenario(
 
     # The offline log is flushed a few seconds behind the tiles (with the snapshots):
     # wait for it to hold what was applied (at most a minute; what is still missing then
-    # is counted below).
-    deadline = time.monotonic() + 60
+    # is counted below). The negative controls are judged by the online values alone, and
+    # a log that never holds what their broken engine skipped is not waited for.
+    deadline = time.monotonic() + (60 if not variant else 5)
     while not applied_ids <= logged_ids() and time.monotonic() < deadline:
         time.sleep(0.2)
     engine.kill()
