@@ -48,3 +48,30 @@ class TestMemoryOnlineStore(OnlineStoreBehaviour):
     def evict_tiles(self, store: OnlineStore) -> None:
         assert isinstance(store, MemoryOnlineStore)
         store.evict_tiles()
+
+
+def test_readers_ask_the_eviction_count_again_once_it_is_older_than_its_bound() -> None:
+    import asyncio
+
+    from streams.online import StoreStats
+    from streams.online.redis.reader import EVICTION_STATS_MAX_AGE_S, _RecentStats
+
+    now = [100.0]
+    asked: list[float] = []
+
+    async def fetch() -> StoreStats:
+        asked.append(now[0])
+        return StoreStats(keys=len(asked), used_bytes=None, evicted_keys=len(asked))
+
+    recent = _RecentStats(fetch, clock=lambda: now[0])
+
+    async def reads() -> list[int | None]:
+        out = []
+        for step in (0.0, EVICTION_STATS_MAX_AGE_S / 2, EVICTION_STATS_MAX_AGE_S / 2 + 1e-6, 0.0):
+            now[0] += step
+            out.append((await recent()).evicted_keys)
+        return out
+
+    # asked at 100, reused within the bound, asked again past it, then reused
+    assert asyncio.run(reads()) == [1, 1, 2, 2]
+    assert asked == pytest.approx([100.0, 100.0 + EVICTION_STATS_MAX_AGE_S + 1e-6])

@@ -26,6 +26,7 @@ trip, only then.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -86,6 +87,39 @@ class _Deadline:
             raise ConfigError(f"invalid Redis URL {self.where!r}: {exc}") from exc
 
 
+EVICTION_STATS_MAX_AGE_S = 0.1
+"""How old the store's eviction count may be when a read of a ready view finds an entity
+missing and asks whether the store evicted keys since the view's marker was set. Asked
+afresh, every such read would add a round trip and an INFO reply to parse: most lookups
+of a feature service name some entity one of its views never saw. An eviction in the
+last 100 ms may go unseen by a read (the engine's watch sees it within its interval)."""
+
+
+class _RecentStats:
+    """The store's stats, asked again once the last answer is older than ``max_age_s``
+    (its age counted from before it was asked)."""
+
+    def __init__(
+        self,
+        fetch: Callable[[], Awaitable[StoreStats]],
+        max_age_s: float = EVICTION_STATS_MAX_AGE_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._fetch = fetch
+        self._max_age_s = max_age_s
+        self._clock = clock
+        self._stats: StoreStats | None = None
+        self._asked = 0.0
+
+    async def __call__(self) -> StoreStats:
+        asked = self._clock()
+        if self._stats is None or asked - self._asked > self._max_age_s:
+            stats = await self._fetch()
+            self._stats, self._asked = stats, asked
+            return stats
+        return self._stats
+
+
 async def _answers(
     reads: Sequence[Read],
     execute: Callable[[Sequence[Command]], Awaitable[list[Any]]],
@@ -102,8 +136,12 @@ class _PipelineReader(OnlineReader):
     async def _run(self, commands: Sequence[Command]) -> list[Any]:
         raise NotImplementedError
 
+    _recent: _RecentStats | None = None
+
     async def fetch(self, reads: Sequence[Read]) -> list[Answer]:
-        return await _answers(reads, self._run, self.stats)
+        if self._recent is None:
+            self._recent = _RecentStats(self.stats)
+        return await _answers(reads, self._run, self._recent)
 
     async def ping(self) -> None:
         await self._run([("PING",)])
@@ -203,6 +241,7 @@ class PipelinedRedisReader(OnlineReader):
             tls=address.tls,
             connect_timeout_s=self._hung_s,
         )
+        self._recent = _RecentStats(self.stats)
 
     async def execute(self, commands: Sequence[Command]) -> list[Any]:
         """Replies to raw ``commands`` in one round trip (HGETALL replies as dicts).
@@ -232,7 +271,7 @@ class PipelinedRedisReader(OnlineReader):
         return replies
 
     async def fetch(self, reads: Sequence[Read]) -> list[Answer]:
-        return await _answers(reads, self.execute, self.stats)
+        return await _answers(reads, self.execute, self._recent)
 
     async def stats(self) -> StoreStats:
         return stats_of(await self.execute(STATS_COMMANDS))
