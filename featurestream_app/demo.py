@@ -46,15 +46,21 @@ def _next_first_user(settings: Settings) -> int:
 
 
 def _wait_caught_up(
-    store: OnlineStore, view: ViewSpec, ends: dict[ProgressKey, int], sup: Supervisor
+    store: OnlineStore, views: list[ViewSpec], ends: dict[ProgressKey, int], sup: Supervisor
 ) -> bool:
+    """Whether every view's progress reached the ends of its topic's partitions (each
+    view keeps its own progress) within :data:`CATCH_UP_S`."""
     deadline = time.monotonic() + CATCH_UP_S
     while time.monotonic() < deadline:
         if sup.find("engine") is None:
             log = sup.log_file("engine")
             raise StackError(f"the engine stopped; see {log}:\n{log_tail(log)}")
-        progress = store.progress(ViewState.of(view))
-        behind = sum(max(0, end - progress.get(k, 0)) for k, end in ends.items())
+        behind = 0
+        for view in views:
+            progress = store.progress(ViewState.of(view))
+            behind += sum(
+                max(0, end - progress.get(k, 0)) for k, end in ends.items() if k.topic == view.topic
+            )
         if sys.stderr.isatty():
             sys.stderr.write(f"\r  engine lag: {behind:>8} events  ")
             sys.stderr.flush()
@@ -79,7 +85,8 @@ def run_demo(settings: Settings, *, duration_s: float, rate: float, users: int) 
     seed_data(settings.repo_path / "data", first_user=first_user, users=users, items=ITEMS)
     apply_repo(settings.repo_path, settings.online_redis_url)
     store = open_store(settings.repo_path, settings.online_redis_url)
-    view = next(v for v in compile_registry(store) if v.name == VIEW)
+    compiled = compile_registry(store)
+    view = next(v for v in compiled if v.name == VIEW)
     _step("materializing the batch views (user_profile, item_features)")
     # The whole validity range: this run's users are new rows dated VALID_FROM, which an
     # incremental run after an earlier demo would skip.
@@ -156,7 +163,8 @@ def run_demo(settings: Settings, *, duration_s: float, rate: float, users: int) 
     # Wait for exactly what was delivered (offsets from the delivery reports), which
     # does not depend on the broker's high-watermark bookkeeping.
     ends = {ProgressKey(t, p): o + 1 for (t, p), o in producer.stats.last_offsets.items()}
-    if not _wait_caught_up(tiles, view, ends, sup):
+    fed = [v for v in compiled if v.topic in {k.topic for k in ends}]
+    if not _wait_caught_up(tiles, fed, ends, sup):
         raise StackError(f"the engine did not catch up within {CATCH_UP_S:.0f} s; see {engine.log}")
 
     _step("reading features through feast.FeatureStore.get_online_features")
