@@ -78,6 +78,11 @@ class Settings(BaseSettings):
         "maxmemory-policy evicts keys when full (refused otherwise): evictions are then "
         "detected, the views answered as unavailable and their tiles restored.",
     )
+    rust_backtrace: bool = Field(
+        default=False,
+        description="Keep Bytewax's Rust backtrace (some 140 lines) when a flow stops by an "
+        "exception; off, the engine's own line and the Python traceback say why.",
+    )
     connect_timeout_s: float = Field(default=5.0, gt=0)
     serve_host: str = "127.0.0.1"
     serve_port: int = Field(default=6566, ge=1, le=65535)

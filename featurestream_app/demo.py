@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -46,11 +47,16 @@ def _next_first_user(settings: Settings) -> int:
 
 
 def _wait_caught_up(
-    store: OnlineStore, views: list[ViewSpec], ends: dict[ProgressKey, int], sup: Supervisor
+    store: OnlineStore,
+    views: Sequence[ViewSpec],
+    ends: dict[ProgressKey, int],
+    sup: Supervisor,
 ) -> bool:
-    """Whether every view's progress reached the ends of its topic's partitions (each
-    view keeps its own progress) within :data:`CATCH_UP_S`."""
+    """Whether, within :data:`CATCH_UP_S`, every view's progress reached the ends of its
+    topic's partitions (each view keeps its own progress) and every view is served (its
+    marker ready: the engine sets it once it caught up, after its progress)."""
     deadline = time.monotonic() + CATCH_UP_S
+    states = [ViewState.of(v) for v in views]
     while time.monotonic() < deadline:
         if sup.find("engine") is None:
             log = sup.log_file("engine")
@@ -64,7 +70,7 @@ def _wait_caught_up(
         if sys.stderr.isatty():
             sys.stderr.write(f"\r  engine lag: {behind:>8} events  ")
             sys.stderr.flush()
-        if behind == 0:
+        if behind == 0 and all(m is not None and m.ready for m in store.markers(states)):
             if sys.stderr.isatty():
                 sys.stderr.write("\n")
             return True
@@ -163,8 +169,7 @@ def run_demo(settings: Settings, *, duration_s: float, rate: float, users: int) 
     # Wait for exactly what was delivered (offsets from the delivery reports), which
     # does not depend on the broker's high-watermark bookkeeping.
     ends = {ProgressKey(t, p): o + 1 for (t, p), o in producer.stats.last_offsets.items()}
-    fed = [v for v in compiled if v.topic in {k.topic for k in ends}]
-    if not _wait_caught_up(tiles, fed, ends, sup):
+    if not _wait_caught_up(tiles, compiled, ends, sup):
         raise StackError(f"the engine did not catch up within {CATCH_UP_S:.0f} s; see {engine.log}")
 
     _step("reading features through feast.FeatureStore.get_online_features")

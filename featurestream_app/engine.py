@@ -156,6 +156,11 @@ class EngineRun:
             process_index=index,
             process_count=count,
         )
+        # A flow stops by an exception raised in one of its steps (the online store lost a
+        # view's tiles, the broker refused a dead letter): Bytewax's Rust worker reports it
+        # as a panic, with a backtrace of some 140 lines when RUST_BACKTRACE is set, which
+        # hides the line that says why (the engine's, or the Python traceback).
+        os.environ["RUST_BACKTRACE"] = "1" if settings.rust_backtrace else "0"
         try:
             run_flow(
                 kafka_flow(self.views, config, self.codec, self.metrics, watch),

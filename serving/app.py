@@ -65,7 +65,14 @@ from .metrics import CONTENT_TYPE, ServerMetrics
 from .openapi import OPENAPI
 from .plan import plan_for
 from .request import parse_request
-from .settings import READ_DEADLINES, ReadDeadlines, ReadPhase, ServerSettings
+from .settings import (
+    BODY_WATCH,
+    READ_DEADLINES,
+    BodyWatch,
+    ReadDeadlines,
+    ReadPhase,
+    ServerSettings,
+)
 
 __all__ = ["FeatureServer", "RegistrySource"]
 
@@ -339,7 +346,7 @@ class FeatureServer:
                 extra.append((b"allow", method.encode()))
                 self.metrics.errors.labels("method_not_allowed").inc()
             else:
-                status, body, extra = await handler(headers, receive, request_id)
+                status, body, extra = await handler(headers, receive, request_id, scope)
         except _ClientGone:
             return
         except _BodyLate:
@@ -414,18 +421,28 @@ class FeatureServer:
         extra.append(_CLOSE)
         return status, body, extra
 
-    async def _read_body_in_time(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
+    async def _read_body_in_time(
+        self, headers: dict[bytes, bytes], receive: Receive, scope: Scope
+    ) -> bytes:
+        """The request's body, refused once ``body_timeout_s`` passed after its headers:
+        timed by the HTTP protocol when it says so (a :class:`BodyWatch` in the scope:
+        no timer per request), else here."""
+        watch = scope.get(BODY_WATCH)
+        if isinstance(watch, BodyWatch):
+            return await self._read_body(headers, receive, watch)
         try:
             async with asyncio.timeout(self.settings.body_timeout_s):
-                return await self._read_body(headers, receive)
+                return await self._read_body(headers, receive, None)
         except TimeoutError as exc:
             raise _BodyLate from exc
 
-    async def _read_body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
+    async def _read_body(
+        self, headers: dict[bytes, bytes], receive: Receive, watch: BodyWatch | None
+    ) -> bytes:
         limit = self.settings.max_body_bytes
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await self._discard(receive, 4 * limit - int(declared))
+            await self._discard(receive, 4 * limit - int(declared), watch)
             raise RequestTooLarge(
                 f"the body has {int(declared)} bytes; this server accepts at most {limit}: "
                 "send fewer entities per request"
@@ -436,12 +453,14 @@ class FeatureServer:
             message = await receive()
             if message["type"] == "http.disconnect":
                 raise _ClientGone
+            if watch is not None and watch.late:
+                raise _BodyLate
             chunk = message.get("body", b"")
             size += len(chunk)
             more = message.get("more_body", False)
             if size > limit:
                 if more:
-                    await self._discard(receive, 4 * limit - size)
+                    await self._discard(receive, 4 * limit - size, watch)
                 raise RequestTooLarge(
                     f"the body has more than {limit} bytes, the most this server accepts: "
                     "send fewer entities per request"
@@ -451,7 +470,7 @@ class FeatureServer:
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     @staticmethod
-    async def _discard(receive: Receive, budget: int) -> None:
+    async def _discard(receive: Receive, budget: int, watch: BodyWatch | None) -> None:
         """Read and drop the rest of a refused body, up to ``budget`` bytes.
 
         A client still sending when the connection closes gets a reset instead of
@@ -462,19 +481,21 @@ class FeatureServer:
             message = await receive()
             if message["type"] == "http.disconnect":
                 raise _ClientGone
+            if watch is not None and watch.late:
+                raise _BodyLate
             budget -= len(message.get("body", b""))
             if not message.get("more_body", False):
                 return
 
     # ------------------------------------------------------------ routes
     async def _get_online_features(
-        self, headers: dict[bytes, bytes], receive: Receive, request_id: str
+        self, headers: dict[bytes, bytes], receive: Receive, request_id: str, scope: Scope
     ) -> Response:
         settings = self.settings
         grants = self._grants(headers)  # an unknown key is refused before its body is read
         # A slot is taken only once the body is here: a slow sender holds a connection,
         # never a slot of the lookups being served.
-        body = await self._read_body_in_time(headers, receive)
+        body = await self._read_body_in_time(headers, receive, scope)
         if self._in_flight >= settings.max_in_flight:
             raise Overloaded(
                 f"{self._in_flight} lookups in flight, the most this worker serves "
@@ -528,13 +549,19 @@ class FeatureServer:
             )
         )
 
-    async def _openapi(self, headers: dict[bytes, bytes], receive: Receive, rid: str) -> Response:
+    async def _openapi(
+        self, headers: dict[bytes, bytes], receive: Receive, rid: str, scope: Scope
+    ) -> Response:
         return 200, _OPENAPI_JSON, [_JSON]
 
-    async def _health(self, headers: dict[bytes, bytes], receive: Receive, rid: str) -> Response:
+    async def _health(
+        self, headers: dict[bytes, bytes], receive: Receive, rid: str, scope: Scope
+    ) -> Response:
         return 200, b'{"status":"ok"}', [_JSON]
 
-    async def _ready(self, headers: dict[bytes, bytes], receive: Receive, rid: str) -> Response:
+    async def _ready(
+        self, headers: dict[bytes, bytes], receive: Receive, rid: str, scope: Scope
+    ) -> Response:
         problems = []
         catalog = self._catalog
         if catalog is None:
@@ -556,14 +583,18 @@ class FeatureServer:
         )
         return 200, body, [_JSON]
 
-    async def _features(self, headers: dict[bytes, bytes], receive: Receive, rid: str) -> Response:
+    async def _features(
+        self, headers: dict[bytes, bytes], receive: Receive, rid: str, scope: Scope
+    ) -> Response:
         self._grants(headers)  # any valid key may list the features
         catalog = self._catalog
         if catalog is None:
             raise NotReady("the feature registry is not loaded yet; retry shortly")
         return 200, catalog.features_json, [_JSON]
 
-    async def _metrics(self, headers: dict[bytes, bytes], receive: Receive, rid: str) -> Response:
+    async def _metrics(
+        self, headers: dict[bytes, bytes], receive: Receive, rid: str, scope: Scope
+    ) -> Response:
         if self._reader is not None:
             # A scrape never waits long for a slow store: the last figures then.
             with contextlib.suppress(OnlineStoreUnavailable, TimeoutError):

@@ -35,7 +35,7 @@ from feast.value_type import ValueType
 
 from featurestream.errors import InvalidRequest, TransformFailed
 from streams.core import StoredTiles, entity_id, read_window
-from streams.online import FeastRow, FeastRowRead, Read, TilesRead, ViewReady
+from streams.online import FeastRow, FeastRowRead, Read, TilesRead
 
 from .catalog import Catalog
 from .plan import Plan
@@ -199,12 +199,11 @@ def bind(plan: Plan, request: LookupRequest, catalog: Catalog) -> BoundLookup:
     # rows: the answers of the reads above keep their positions).
     ready_at: list[int | None] = []
     for read in plan.reads:
-        spec = read.view.spec
-        if spec is None:
+        if read.ready is None:
             ready_at.append(None)
         else:
             ready_at.append(len(reads))
-            reads.append(ViewReady(spec))
+            reads.append(read.ready)
     return BoundLookup(plan, request, key_columns, request_values, rows_of, starts, reads, ready_at)
 
 

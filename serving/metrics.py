@@ -10,16 +10,28 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 
 from streams.online import StoreStats
 from streams.online.metrics import store_gauges
 
-__all__ = ["CONTENT_TYPE", "ServerMetrics"]
+__all__ = ["CONTENT_TYPE", "ServerMetrics", "in_process_values"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 PATHS = ("/get-online-features", "/health", "/ready", "/features", "/metrics", "other")
+
+
+def in_process_values() -> None:
+    """Every metric created in this process from now on keeps its value in memory.
+
+    Importing Feast sets ``PROMETHEUS_MULTIPROC_DIR`` to a temporary directory of its
+    own unless it is set (``feast/metrics.py``), and prometheus_client then backs each
+    value by a memory-mapped file and checks for a changed pid at every update: 7% of a
+    worker's CPU under load (py-spy, ``featurestream bench serving``), for files nothing
+    reads, as each worker answers ``/metrics`` from its own registry.
+    """
+    values.ValueClass = values.MutexValue
 
 
 class _StoreCollector:
@@ -34,6 +46,7 @@ class ServerMetrics:
     """Request latency, request and error counts, requests in flight, registry reloads."""
 
     def __init__(self) -> None:
+        in_process_values()
         self.registry = CollectorRegistry(auto_describe=True)
         self.latency = Histogram(
             "featurestream_serving_request_duration_seconds",

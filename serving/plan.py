@@ -28,7 +28,7 @@ from feast.value_type import ValueType
 
 from featurestream.errors import DefinitionError, InvalidRequest, UnknownName
 from streams.core import AggregationSpec
-from streams.online import FeastRows
+from streams.online import FeastRows, ViewReady
 
 from .catalog import Catalog, OdfvInfo, Ref, ViewInfo, near
 
@@ -45,6 +45,8 @@ class Read:
         features: Features fetched, in order.
         rows: What the online store reads of a batch view (None for tiled views).
         aggs: Aggregation of each feature (tiled views).
+        ready: The store's read of whether a stream view is served (None otherwise),
+            the same for every lookup.
     """
 
     view: ViewInfo
@@ -52,6 +54,7 @@ class Read:
     features: tuple[str, ...]
     rows: FeastRows | None
     aggs: tuple[AggregationSpec, ...]
+    ready: ViewReady | None = None
 
 
 @dataclass(frozen=True)
@@ -231,6 +234,7 @@ def _reads(
                     tuple(features),
                 ),
                 aggs=tuple(aggs[f] for f in features) if view.tiled else (),
+                ready=None if view.spec is None else ViewReady(view.spec),
             )
         )
         for index, feature in enumerate(features):

@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
@@ -45,14 +45,15 @@ from featurestream.errors import ConfigError
 from streams.online import OnlineReader
 from streams.online.readers import connect_online_reader
 
-from .settings import READ_DEADLINES, ReadDeadlines, ServerSettings
+from .settings import BODY_WATCH, READ_DEADLINES, BodyWatch, ReadDeadlines, ServerSettings
 
 if TYPE_CHECKING:
     from .app import FeatureServer
 
-__all__ = ["ReadDeadlineProtocol", "build_app", "create_app", "run_server"]
+__all__ = ["ReadDeadlineProtocol", "build_app", "create_app", "remove_stale_configs", "run_server"]
 
 CONFIG_ENV = "FEATURESTREAM_SERVE_CONFIG"
+_CONFIG_PREFIX = "featurestream-serve-"
 
 
 def build_app(
@@ -142,9 +143,11 @@ class ReadDeadlineProtocol(HttpToolsProtocol):
       ``header_timeout_s`` of its opening, or of the request's first byte on a
       kept-alive connection. Late: a 408 when part of a request came (the connection
       closes once an answer in progress is sent), else the connection just closes.
-    * Body: within ``body_timeout_s`` of the headers. The app answers a body it is
-      reading late with a 408 itself; the connection then closes. One the app does not
-      read (it answered without it) closes the connection.
+    * Body: within ``body_timeout_s`` of the headers. Late: the request's
+      :class:`~serving.settings.BodyWatch` turns late and wakes the app, which answers
+      a 408; the connection then closes. One the app does not read (it answered
+      without it) closes the connection. One timer per connection bounds both, armed
+      only while a read left a request incomplete.
 
     The deadlines are the app's :class:`~serving.settings.ReadDeadlines`, found in the ASGI
     lifespan state (the app publishes them at start-up); without them this is
@@ -189,9 +192,12 @@ class ReadDeadlineProtocol(HttpToolsProtocol):
         self._reading = "headers"
 
     def on_headers_complete(self) -> None:
-        """Its headers are in."""
+        """Its headers are in: the app finds the watch of its body in the scope."""
         super().on_headers_complete()
         self._reading = "body"
+        cycle = self.cycle
+        if self._deadlines is not None and cycle is not None and cycle.scope is self.scope:
+            cast("dict[str, Any]", self.scope)[BODY_WATCH] = BodyWatch()
 
     def on_message_complete(self) -> None:
         """Its whole body is in."""
@@ -262,6 +268,11 @@ class ReadDeadlineProtocol(HttpToolsProtocol):
         if cycle.response_complete:  # answered without the body: nothing reads the rest
             deadlines.late("body")
             self.transport.close()
+            return
+        watch = cycle.scope.get(BODY_WATCH)
+        if isinstance(watch, BodyWatch):  # the app answers it (408), woken if it waits
+            watch.late = True
+            cycle.message_event.set()
 
 
 def run_server(
@@ -311,7 +322,8 @@ def run_server(
     settings = settings or ServerSettings()
     # The workers read the configuration (API keys included) from a file only this user
     # can read, not from the environment (visible in /proc, inherited by children).
-    fd, config_path = tempfile.mkstemp(prefix="featurestream-serve-", suffix=".json")
+    remove_stale_configs(Path(tempfile.gettempdir()))
+    fd, config_path = tempfile.mkstemp(prefix=f"{_CONFIG_PREFIX}{os.getpid()}-", suffix=".json")
     with os.fdopen(fd, "w") as out:  # mkstemp creates it with mode 0600
         json.dump(
             {
@@ -331,6 +343,37 @@ def run_server(
         _run_uvicorn(uvicorn, host, port, workers, log_level, ssl_keyfile, ssl_certfile)
     finally:
         Path(config_path).unlink(missing_ok=True)
+
+
+def remove_stale_configs(directory: Path) -> list[Path]:
+    """Delete the configuration files (API keys) that servers killed before they could
+    remove them (SIGKILL, a crash) left in ``directory``: each is named by its server's
+    pid, and removed once no process has that pid. Files of other users stay.
+
+    Returns:
+        The files removed.
+    """
+    removed = []
+    for path in directory.glob(f"{_CONFIG_PREFIX}*.json"):
+        pid = path.name[len(_CONFIG_PREFIX) :].split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            path.unlink()
+        except OSError:  # another user's, or gone already
+            continue
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _url_host(host: str) -> str:

@@ -26,9 +26,11 @@ from featurestream.errors import ConfigError
 
 __all__ = [
     "ALL_GRANT",
+    "BODY_WATCH",
     "FEATURES_GRANT",
     "PII_GRANT",
     "READ_DEADLINES",
+    "BodyWatch",
     "ReadDeadlines",
     "ReadPhase",
     "ServerSettings",
@@ -119,6 +121,21 @@ ReadPhase = Literal["headers", "body"]
 
 READ_DEADLINES = "featurestream.read_deadlines"
 """Key of the app's :class:`ReadDeadlines` in the ASGI lifespan state."""
+
+BODY_WATCH = "featurestream.body_watch"
+"""Key of a request's :class:`BodyWatch` in its ASGI scope."""
+
+
+class BodyWatch:
+    """Put in a request's scope by the protocol that bounds the arrival of its body
+    (:class:`serving.server.ReadDeadlineProtocol`): once ``body_timeout_s`` passed
+    after the headers, ``late`` turns True and a ``receive()`` the app waits in returns.
+    An app that finds one reads the body without a timer of its own."""
+
+    __slots__ = ("late",)
+
+    def __init__(self) -> None:
+        self.late = False
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ import contextlib
 import ctypes
 import gc
 import logging
-import os
 import threading
 import time
 from collections.abc import Sequence
@@ -155,13 +154,6 @@ def run_flow(
     gc.freeze()
     gc.set_threshold(_GC_YOUNG, 50, 100)
     _return_freed_memory(every_s=epoch_interval_s)
-    # A flow stops by an exception raised in one of its steps (the online store lost a
-    # view's tiles, the broker refused a dead letter): Bytewax's Rust worker reports it as
-    # a panic, with a backtrace of some 140 lines when RUST_BACKTRACE is set, which hides
-    # the line that says why (the engine's, or the Python traceback).
-    # FEATURESTREAM_RUST_BACKTRACE=1 keeps the Rust backtrace.
-    os.environ["RUST_BACKTRACE"] = os.environ.get("FEATURESTREAM_RUST_BACKTRACE", "0")
-
     recovery = None
     if recovery_dir is not None:
         if not any(recovery_dir.glob("part-*.sqlite3")):

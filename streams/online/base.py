@@ -330,27 +330,30 @@ def ready_answers(
     """A reader's answers with each :class:`ViewReady`'s marker (or None) replaced by
     whether the view is served (:func:`serves`), ``stats`` being the store's after the
     reads (None when :func:`stats_needed` said no)."""
+    if None not in answers:  # nearly always: every entity and marker is there
+        return [
+            answer.ready if isinstance(read, ViewReady) else answer
+            for read, answer in zip(reads, answers, strict=True)
+        ]
     missing = _missing_views(reads, answers)
-    out: list[StoredTiles | FeastRow | bool | None] = []
-    for read, answer in zip(reads, answers, strict=True):
-        if isinstance(read, ViewReady):
-            key = (read.view.project, read.view.name)
 
-            def latest() -> StoreStats:
-                assert stats is not None, "stats_needed() said no"
-                return stats
+    def latest() -> StoreStats:
+        assert stats is not None, "stats_needed() said no"
+        return stats
 
-            out.append(serves(answer, key in missing, latest))
-        else:
-            out.append(answer)
-    return out
+    return [
+        serves(answer, (read.view.project, read.view.name) in missing, latest)
+        if isinstance(read, ViewReady)
+        else answer
+        for read, answer in zip(reads, answers, strict=True)
+    ]
 
 
 def stats_needed(reads: Sequence[Read], answers: Sequence[Any]) -> bool:
     """Whether :func:`ready_answers` needs the store's stats: a ready view of the reads
     has an entity the store does not hold."""
     missing = _missing_views(reads, answers)
-    return any(
+    return bool(missing) and any(
         isinstance(read, ViewReady)
         and isinstance(answer, Marker)
         and answer.ready
@@ -360,6 +363,8 @@ def stats_needed(reads: Sequence[Read], answers: Sequence[Any]) -> bool:
 
 
 def _missing_views(reads: Sequence[Read], answers: Sequence[Any]) -> set[tuple[str, str]]:
+    if None not in answers:  # nearly always: no read looked at
+        return set()
     return {
         (read.view.project, read.view.name)
         for read, answer in zip(reads, answers, strict=True)

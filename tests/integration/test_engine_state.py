@@ -140,6 +140,23 @@ def _private_redis(tmp_path: Path) -> tuple[Background, str]:
     return redis_server(port, tmp_path / "redis.log"), f"redis://127.0.0.1:{port}/0"
 
 
+def _applied_private(
+    settings: Settings, tmp_path: Path
+) -> tuple[Background, str, Path, Path, dict[str, str]]:
+    """A Redis of this test (stop it), a copy of the feature repository applied on it, a
+    state dir, and the environment of an engine on them and the shared broker."""
+    redis, url = _private_redis(tmp_path)
+    try:
+        repo = copy_feature_repo(tmp_path)
+        state_dir = tmp_path / "state"
+        env = _engine_env(settings, repo, state_dir, url)
+        run_cli("apply", env=env)
+    except BaseException:
+        redis.stop()
+        raise
+    return redis, url, repo, state_dir, env
+
+
 def _engine_env(
     settings: Settings, repo: Path, state_dir: Path, url: str, **extra: str
 ) -> dict[str, str]:
@@ -314,11 +331,7 @@ def _ignoring_readiness(self: RedisOnlineStore, requests: Any) -> list[ViewRows]
 def test_a_changed_view_is_served_only_once_an_engine_on_it_caught_up(
     local_stack: Settings, tmp_path: Path, variant: str
 ) -> None:
-    redis, url = _private_redis(tmp_path)
-    repo = copy_feature_repo(tmp_path)
-    state_dir = tmp_path / "state"
-    env = _engine_env(local_stack, repo, state_dir, url)
-    run_cli("apply", env=env)
+    redis, url, repo, state_dir, env = _applied_private(local_stack, tmp_path)
     old = _views(repo, url)
     first_user = _first_user(40_000_000)
     users = list(range(first_user, first_user + 5))
@@ -499,23 +512,26 @@ def _kill_broker(settings: Settings) -> None:
     wait_until(lambda: not port_open("127.0.0.1", settings.broker_port), 60, "the broker gone")
 
 
-def _stack_engine_env(settings: Settings, repo: Path) -> dict[str, str]:
+def _applied_on(stack: Settings, tmp_path: Path, **extra: str) -> tuple[Path, dict[str, str]]:
+    """A copy of the feature repository applied on ``stack`` (a stack of this test), and
+    the environment of an engine on both (its state dir: the stack's)."""
+    repo = copy_feature_repo(tmp_path)
     env: dict[str, str] = stack_env(
-        settings,
+        stack,
         repo,
-        FEATURESTREAM_STATE_DIR=str(settings.state_dir),
+        FEATURESTREAM_STATE_DIR=str(stack.state_dir),
         FEATURESTREAM_METRICS_PORT="0",
         FEATURESTREAM_SNAPSHOT_INTERVAL_S="0.5",
+        **extra,
     )
-    return env
+    run_cli("apply", env=env)
+    return repo, env
 
 
 @pytest.mark.parametrize("variant", ["", "no-engine-holder"])
 def test_up_keeps_the_recovery_state_of_a_running_engine(tmp_path: Path, variant: str) -> None:
     with _own_stack(tmp_path) as stack:
-        repo = copy_feature_repo(tmp_path)
-        env = _stack_engine_env(stack, repo)
-        run_cli("apply", env=env)
+        repo, env = _applied_on(stack, tmp_path)
         view = _views(repo, stack.online_redis_url)[CLICKS]
         t0 = time.time_ns() // 1_000_000
         first_user = _first_user(50_000_000)
@@ -553,9 +569,7 @@ def test_an_engine_without_state_never_sets_tiles_from_less_than_the_store_holds
     tmp_path: Path, scenario: str, variant: str
 ) -> None:
     with _own_stack(tmp_path) as stack:
-        repo = copy_feature_repo(tmp_path)
-        env = _stack_engine_env(stack, repo)
-        run_cli("apply", env=env)
+        repo, env = _applied_on(stack, tmp_path)
         url = stack.online_redis_url
         view = _views(repo, url)[CLICKS]
         user = _first_user(60_000_000)
@@ -673,12 +687,9 @@ class _Recreated:
 def _recreated(tmp_path: Path, gap_ms: int = 50) -> Iterator[_Recreated]:
     """The case; its clicks ``gap_ms`` apart, the last 20 s ago."""
     with _own_stack(tmp_path) as stack:
-        repo = copy_feature_repo(tmp_path)
-        env = {
-            **_stack_engine_env(stack, repo),
-            "FEATURESTREAM_PARTITION_END_CHECK_S": str(_END_CHECK_S),
-        }
-        run_cli("apply", env=env)
+        repo, env = _applied_on(
+            stack, tmp_path, FEATURESTREAM_PARTITION_END_CHECK_S=str(_END_CHECK_S)
+        )
         first_user = _first_user(80_000_000)
         users = list(range(first_user, first_user + 5))
         yield _Recreated(
@@ -814,11 +825,7 @@ def _late_copies(settings: Settings, event_id: str) -> int:
 def test_a_second_engine_on_the_same_state_dir_is_refused(
     local_stack: Settings, tmp_path: Path, variant: str
 ) -> None:
-    redis, url = _private_redis(tmp_path)
-    repo = copy_feature_repo(tmp_path)
-    state_dir = tmp_path / "state"
-    env = _engine_env(local_stack, repo, state_dir, url)
-    run_cli("apply", env=env)
+    redis, url, repo, state_dir, env = _applied_private(local_stack, tmp_path)
     view = _views(repo, url)[CLICKS]
     user = _first_user(70_000_000)
     t0 = time.time_ns() // 1_000_000

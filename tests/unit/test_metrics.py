@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 from prometheus_client import CollectorRegistry, generate_latest
 
 from streams.flow import FlowMetrics
@@ -29,3 +33,27 @@ def test_counters_histogram_and_gauges_are_exported() -> None:
     assert 'featurestream_dedupe_ids{partition="0",topic="clicks"} 42.0' in text
     assert "featurestream_watermark_lag_seconds" in text
     assert metrics.total("applied") == 3
+
+
+_AFTER_FEAST = """
+import feast  # sets PROMETHEUS_MULTIPROC_DIR unless it is set
+from prometheus_client import Counter, CollectorRegistry
+from serving.metrics import ServerMetrics
+
+plain = Counter("plain", "made after Feast", registry=CollectorRegistry())
+metrics = ServerMetrics()
+metrics.observe("/health", 200, 0.001)
+print(type(plain._value).__name__, type(metrics.requests.labels("/health", "200")._value).__name__)
+print(b'featurestream_serving_requests_total{path="/health",status="200"} 1.0' in metrics.render())
+"""
+
+
+def test_server_metrics_keep_their_values_in_memory_after_feast_is_imported() -> None:
+    """Feast switches prometheus_client to memory-mapped file values (a pid check at
+    every update); the server's metrics stay in memory, and still count."""
+    env = {k: v for k, v in os.environ.items() if not k.lower().startswith("prometheus_multi")}
+    out = subprocess.run(
+        [sys.executable, "-c", _AFTER_FEAST], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out[0] != "MutexValue"  # the control: what Feast's import does to a metric
+    assert out[1:] == ["MutexValue", "True"]

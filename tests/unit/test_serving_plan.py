@@ -381,7 +381,9 @@ def test_bind_builds_feast_and_tile_keys_once_per_distinct_entity(catalog: Catal
         "_ts:profile",
     )
     assert commands[3] == ("HGETALL", tile_key(PROJECT, "clicks", entity_id([1])))
-    assert commands[-1][0] == "GET" and "_online:clicks:" in commands[-1][1]
+    # the markers of every stream view read, in one MGET
+    assert commands[-1][0] == "MGET" and len(commands[-1]) == 2
+    assert "_online:clicks:" in commands[-1][1]
     assert len(commands) == 2 + 1 + 2 + 1
 
 

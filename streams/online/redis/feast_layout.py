@@ -9,7 +9,7 @@ commands and their replies into the port's answers; every Redis reader uses them
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from feast.infra.online_stores.helpers import _mmh3, _redis_key
@@ -79,9 +79,12 @@ def _marker(reply: bytes) -> Marker:
     return Marker.decode(reply.decode())
 
 
-def _command(read: Read) -> Command:
-    if isinstance(read, ViewReady):
-        return ("GET", marker_key(ViewState.of(read.view)))
+@functools.lru_cache(maxsize=1024)
+def _marker_key(project: str, view: str, state_id: str) -> str:
+    return marker_key(ViewState(project, view, state_id))
+
+
+def _command(read: TilesRead | FeastRowRead) -> Command:
     if isinstance(read, TilesRead):
         view = read.view
         return ("HGETALL", tile_key(view.project, view.name, read.entity))
@@ -96,26 +99,44 @@ def _command(read: Read) -> Command:
 
 
 def commands_for(reads: Sequence[Read]) -> list[Command]:
-    """The Redis command answering each read (HGETALL of tiles, HMGET of Feast rows).
+    """The Redis commands answering ``reads``: one per entity read (HGETALL of tiles,
+    HMGET of Feast rows), in order, then one MGET of the markers of every
+    :class:`ViewReady` (one Redis holds them all; a cluster's adapter splits it by slot).
 
     Raises:
         ValueError: for a Feast row keyed by a type Feast cannot key rows by.
     """
-    return [_command(read) for read in reads]
+    commands: list[Command] = []
+    markers: list[str] = []
+    for read in reads:
+        if isinstance(read, ViewReady):
+            view = read.view
+            markers.append(_marker_key(view.project, view.name, view.state_id))
+        else:
+            commands.append(_command(read))
+    if markers:
+        commands.append(("MGET", *markers))
+    return commands
 
 
 def decode_replies(
     reads: Sequence[Read], replies: Sequence[Any]
 ) -> list[StoredTiles | FeastRow | Marker | None]:
-    """The answers to the replies to :func:`commands_for` (HGETALL replies as dicts): a
-    view's marker (or None) for a :class:`ViewReady`, which
+    """The answers to the replies to :func:`commands_for` (HGETALL replies as dicts), one
+    per read: a view's marker (or None) for a :class:`ViewReady`, which
     :func:`~streams.online.base.ready_answers` turns into the port's bool."""
     out: list[StoredTiles | FeastRow | Marker | None] = []
-    for read, reply in zip(reads, replies, strict=True):
+    entity_replies = iter(replies)
+    has_markers = any(isinstance(read, ViewReady) for read in reads)
+    markers: Iterator[Any] = iter(replies[-1] if has_markers else ())
+    for read in reads:
         if isinstance(read, ViewReady):
+            reply = next(markers)
             out.append(None if reply is None else _marker(reply))
         elif isinstance(read, FeastRowRead):
+            reply = next(entity_replies)
             out.append(FeastRow(tuple(reply[:-1]), reply[-1]))
         else:
+            reply = next(entity_replies)
             out.append(decode_tiles(read.view, reply) if reply else None)
     return out

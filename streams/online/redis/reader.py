@@ -18,9 +18,10 @@ in one round trip without retries, bounded by an ``asyncio.timeout`` of
 it, and the next request opens a fresh connection, so the server recovers by itself
 when Redis is back.
 
-A view's readiness is its marker, and, when an entity of the lookup is missing, Redis's
-eviction count since the marker (:func:`~streams.online.base.serves`): one more round
-trip, only then.
+A view's readiness is its marker (the markers of a lookup's views are one MGET of its
+round trip), and, when an entity of the lookup is missing, Redis's eviction count since
+the marker (:func:`~streams.online.base.serves`): one more round trip, only then, and
+reused for :data:`EVICTION_STATS_MAX_AGE_S`.
 """
 
 from __future__ import annotations
@@ -136,11 +137,10 @@ class _PipelineReader(OnlineReader):
     async def _run(self, commands: Sequence[Command]) -> list[Any]:
         raise NotImplementedError
 
-    _recent: _RecentStats | None = None
+    def __init__(self) -> None:
+        self._recent = _RecentStats(self.stats)
 
     async def fetch(self, reads: Sequence[Read]) -> list[Answer]:
-        if self._recent is None:
-            self._recent = _RecentStats(self.stats)
         return await _answers(reads, self._run, self._recent)
 
     async def ping(self) -> None:
@@ -160,6 +160,7 @@ class AsyncRedisReader(_PipelineReader):
     """
 
     def __init__(self, url: str, *, timeout_ms: int, max_connections: int) -> None:
+        super().__init__()
         self._deadline = _Deadline(url, timeout_ms)
         pool = self._deadline.pool(
             aioredis.BlockingConnectionPool, max_connections, AsyncRetry(NoBackoff(), 0)
@@ -192,6 +193,7 @@ class ThreadRedisReader(_PipelineReader):
     """
 
     def __init__(self, url: str, *, timeout_ms: int, threads: int = 8) -> None:
+        super().__init__()
         self._deadline = _Deadline(url, timeout_ms)
         pool = self._deadline.pool(redis.BlockingConnectionPool, threads, Retry(NoBackoff(), 0))
         self._client = redis.Redis(connection_pool=pool)

@@ -60,12 +60,12 @@ if cfg["slot_while_reading"]:
     # arrives.
     read_body = FeatureServer._read_body
 
-    async def read_body_in_a_slot(self, headers, receive):
+    async def read_body_in_a_slot(self, headers, receive, watch):
         if self._in_flight >= self.settings.max_in_flight:
             raise Overloaded(f"{self._in_flight} lookups in flight")
         self._in_flight += 1
         try:
-            return await read_body(self, headers, receive)
+            return await read_body(self, headers, receive, watch)
         finally:
             self._in_flight -= 1
 
