@@ -62,8 +62,8 @@ def _wait_caught_up(
             log = sup.log_file("engine")
             raise StackError(f"the engine stopped; see {log}:\n{log_tail(log)}")
         behind = 0
-        for view in views:
-            progress = store.progress(ViewState.of(view))
+        for view, state in zip(views, states, strict=True):
+            progress = store.progress(state)
             behind += sum(
                 max(0, end - progress.get(k, 0)) for k, end in ends.items() if k.topic == view.topic
             )
